@@ -1,0 +1,1 @@
+"""replicate_magic: stream replies from models hosted on Replicate into Jupyter."""
