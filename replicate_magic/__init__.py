@@ -1,1 +1,32 @@
-"""replicate_magic: stream replies from models hosted on Replicate into Jupyter."""
+"""replicate_magic: stream replies from models hosted on Replicate into Jupyter.
+
+``%load_ext replicate_magic`` registers the ``%%replicate`` magic. ``Replicate`` is the
+provider class (a port of gpt4free's). Heavy modules (aiohttp, ipywidgets) load only when
+first used, so loading the extension stays cheap.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from .errors import MissingAuthError, ResponseError
+
+__version__ = "0.1.0"
+__all__ = ["MissingAuthError", "Replicate", "ResponseError", "__version__"]
+
+# name -> module that defines it; imported on first attribute access (PEP 562).
+_LAZY = {
+    "Replicate": ".provider",
+}
+
+if TYPE_CHECKING:
+    from .provider import Replicate
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,6 +24,10 @@ class MissingAuthError(ReplicateMagicError):
     """No API token was found, or Replicate rejected it (HTTP 401)."""
 
 
+class InvalidRequestError(ReplicateMagicError, ValueError):
+    """The request cannot be sent as asked: a malformed model name, empty messages, ..."""
+
+
 class ResponseError(ReplicateMagicError):
     """Replicate or the stream failed; ``status``, ``title`` and ``detail`` where known."""
 

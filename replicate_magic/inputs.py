@@ -1,0 +1,188 @@
+"""Map generic generation settings onto the input keys a model declares. Pure.
+
+Replicate's text models disagree on names: the length limit is ``max_tokens``,
+``max_new_tokens``, ``max_completion_tokens`` or ``max_output_tokens``; some take
+``messages``, most take a ``prompt``; the system prompt may be ``system_prompt``,
+``system_instruction`` or only part of the prompt. So inputs follow the model's own
+``openapi_schema`` (``components.schemas.Input.properties``); when no schema can be had,
+gpt4free's mapping (corrected) is the fallback.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .errors import InvalidRequestError
+from .prompts import format_prompt, normalize, split_system
+
+MAX_TOKEN_KEYS = ("max_tokens", "max_new_tokens", "max_completion_tokens", "max_output_tokens")
+SYSTEM_KEYS = ("system_prompt", "system_instruction")
+_VERSION_ID = re.compile(r"^[0-9a-f]{64}$")
+_SLUG_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """``owner/name`` (an official model), ``owner/name:version`` or a bare version id."""
+
+    owner: str | None
+    name: str | None
+    version: str | None = None
+
+    @property
+    def slug(self) -> str | None:
+        return f"{self.owner}/{self.name}" if self.owner and self.name else None
+
+    def __str__(self) -> str:
+        if self.slug and self.version:
+            return f"{self.slug}:{self.version}"
+        return self.slug or self.version or ""
+
+
+def parse_model(model: str) -> ModelRef:
+    """Parse a model reference; raises InvalidRequestError naming the bad value."""
+    text = model.strip()
+    if _VERSION_ID.match(text):
+        return ModelRef(None, None, text)
+    slug, colon, version = text.partition(":")
+    owner, _, name = slug.partition("/")
+    if _SLUG_PART.match(owner) and _SLUG_PART.match(name) and (not colon or _SLUG_PART.match(version)):
+        return ModelRef(owner, name, version or None)
+    raise InvalidRequestError(
+        f"Model {model!r} is not 'owner/name', 'owner/name:version' or a 64-character version id"
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Generic generation settings, as the caller gave them (None = not given)."""
+
+    system_prompt: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop: tuple[str, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def stop_sequences(stop: Any) -> tuple[str, ...]:
+    """A string is one stop sequence (gpt4free split it into characters); drop empties."""
+    if stop is None:
+        return ()
+    items = [stop] if isinstance(stop, str) else list(stop)
+    return tuple(str(item) for item in items if item not in (None, ""))
+
+
+def input_properties(openapi_schema: Any) -> dict[str, Any] | None:
+    """``components.schemas.Input.properties`` of a Cog schema, or None when absent."""
+    try:
+        props = openapi_schema["components"]["schemas"]["Input"]["properties"]
+    except (TypeError, KeyError):
+        return None
+    return props if isinstance(props, dict) else None
+
+
+def build_input(
+    messages: list[Mapping[str, Any]],
+    settings: Settings,
+    properties: Mapping[str, Any] | None,
+) -> tuple[dict[str, Any], list[str]]:
+    """The ``input`` for a prediction, and the names of settings the model does not take."""
+    plain = normalize(messages)
+    own_system, rest = split_system(plain)
+    if not any(m["content"].strip() for m in rest):
+        raise InvalidRequestError("messages must contain at least one non-empty user message")
+    system = _join(settings.system_prompt, own_system)
+    if properties is None:
+        return _fallback_input(plain, rest, system, settings), []
+
+    result: dict[str, Any] = {}
+    ignored: list[str] = []
+    system_key = next((k for k in SYSTEM_KEYS if k in properties), None)
+    if "messages" in properties:
+        # Such models (OpenAI's) ignore prompt and system_prompt when messages are given.
+        head = [{"role": "system", "content": system}] if system else []
+        result["messages"] = head + rest
+    elif system_key and system:
+        result[system_key] = system
+        result["prompt"] = format_prompt(rest)
+    else:
+        head = [{"role": "system", "content": system}] if system else []
+        result["prompt"] = format_prompt(head + rest)
+
+    length_key = next((k for k in MAX_TOKEN_KEYS if k in properties), None)
+    _put(result, ignored, length_key, settings.max_tokens, "max_tokens")
+    for key in ("temperature", "top_p"):
+        _put(result, ignored, key if key in properties else None, getattr(settings, key), key)
+    top_k = None if settings.top_k is None else int(settings.top_k)
+    _put(result, ignored, "top_k" if "top_k" in properties else None, top_k, "top_k")
+    if settings.stop:
+        _put_stop(result, ignored, settings.stop, properties)
+    result.update(settings.extra)
+    return result, ignored
+
+
+def _fallback_input(
+    plain: list[dict[str, str]], rest: list[dict[str, str]], system: str | None, settings: Settings
+) -> dict[str, Any]:
+    """gpt4free's mapping, minus its bugs: the system prompt is sent once, stop is a list."""
+    result: dict[str, Any] = {}
+    if settings.system_prompt is not None:
+        result["prompt"] = format_prompt(rest)
+        result["system_prompt"] = system
+    else:
+        result["prompt"] = format_prompt(plain)
+    for key, value in (
+        ("max_new_tokens", settings.max_tokens),
+        ("temperature", settings.temperature),
+        ("top_p", settings.top_p),
+        ("top_k", None if settings.top_k is None else int(settings.top_k)),
+    ):
+        if value is not None:
+            result[key] = value
+    if settings.stop:
+        result["stop_sequences"] = _comma_joined(settings.stop)
+    result.update(settings.extra)
+    return result
+
+
+def _put(result: dict[str, Any], ignored: list[str], key: str | None, value: Any, name: str) -> None:
+    if value is None:
+        return
+    if key is None:
+        ignored.append(name)
+    else:
+        result[key] = value
+
+
+def _put_stop(
+    result: dict[str, Any], ignored: list[str], stop: tuple[str, ...], properties: Mapping[str, Any]
+) -> None:
+    for key in ("stop_sequences", "stop"):
+        if key in properties:
+            is_array = properties[key].get("type") == "array" if isinstance(properties[key], Mapping) else False
+            result[key] = list(stop) if is_array else _comma_joined(stop)
+            return
+    ignored.append("stop")
+
+
+def _comma_joined(stop: tuple[str, ...]) -> str:
+    # Replicate's stop_sequences is one comma-separated string: a comma cannot be expressed.
+    bad = [s for s in stop if "," in s]
+    if bad:
+        raise InvalidRequestError(
+            f"Stop sequence {bad[0]!r} contains a comma, which this model's comma-separated "
+            "stop_sequences input cannot express"
+        )
+    return ",".join(stop)
+
+
+def _join(*parts: str | None) -> str | None:
+    seen: list[str] = []
+    for part in parts:
+        if part and part.strip() and part not in seen:
+            seen.append(part)
+    return "\n".join(seen) if seen else None

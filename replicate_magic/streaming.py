@@ -1,0 +1,141 @@
+"""One prediction from its creation to its last token; the layer under the provider and the magic.
+
+It fetches the model's schema, builds the input, creates the prediction, turns the event
+stream into text (falling back to polling when the stream cannot be resumed), and, when the
+consumer stops early for any reason, cancels the prediction so nothing bills in the dark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from contextlib import aclosing
+from typing import Any, AsyncIterator, Callable, Mapping
+
+from .client import ReplicateClient, StreamLost, raise_for_final_status
+from .errors import ModelError, ResponseError
+from .inputs import Settings, build_input, parse_model
+from .sse import ServerSentEvent
+
+log = logging.getLogger(__name__)
+_CANCEL_WAIT = 5.0  # seconds a stopped stream waits for its cancel request
+
+
+class PredictionStream:
+    """Iterate ``tokens()`` once; afterwards ``prediction``, ``text`` and ``ignored`` tell the rest."""
+
+    def __init__(
+        self,
+        client: ReplicateClient,
+        model: str,
+        messages: list[Mapping[str, Any]],
+        settings: Settings,
+        *,
+        on_log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.model = model
+        self.messages = messages
+        self.settings = settings
+        self.on_log = on_log
+        self.prediction: dict[str, Any] | None = None
+        self.ignored: list[str] = []  # settings the model's schema does not take
+        self.text = ""
+        self.finished = False  # the prediction reached an end on Replicate
+
+    async def tokens(self) -> AsyncIterator[str]:
+        ref = parse_model(self.model)
+        properties = await self.client.input_properties(ref)
+        inputs, self.ignored = build_input(self.messages, self.settings, properties)
+        if self.ignored:
+            log.info("%s does not take %s; not sent", ref, ", ".join(self.ignored))
+        self.prediction = await self.client.create_prediction(ref, inputs)
+        try:
+            async with aclosing(self._text()) as tokens:
+                async for token in tokens:
+                    self.text += token
+                    yield token
+        finally:
+            if not self.finished:
+                await self.cancel()
+
+    async def cancel(self) -> None:
+        """Cancel the prediction on Replicate; quietly, because this runs while unwinding."""
+        if self.prediction is None or self.finished:
+            return
+        self.finished = True
+        try:
+            await asyncio.wait_for(
+                asyncio.shield(self.client.cancel_prediction(self.prediction)), _CANCEL_WAIT
+            )
+        except (ResponseError, asyncio.TimeoutError, asyncio.CancelledError) as error:
+            log.warning("could not cancel prediction %s: %s", self.prediction.get("id"), error)
+
+    async def final_prediction(self) -> dict[str, Any]:
+        """The prediction as Replicate reports it now (metrics appear once it has ended)."""
+        assert self.prediction is not None, "tokens() has not created a prediction yet"
+        self.prediction = await self.client.get_prediction(self.prediction)
+        return self.prediction
+
+    async def _text(self) -> AsyncIterator[str]:
+        assert self.prediction is not None
+        if (self.prediction.get("urls") or {}).get("stream"):
+            try:
+                async with aclosing(self.client.events(self.prediction)) as events:
+                    async for event in events:
+                        token = await self._on_event(event)
+                        if token:
+                            yield token
+                if self.finished:
+                    return
+            except StreamLost as lost:
+                log.info("prediction %s: %s; polling instead", self.prediction.get("id"), lost)
+        # No stream (a model that does not stream), or one that could not be resumed.
+        async with aclosing(self.client.poll_text(self.prediction, self.text)) as tokens:
+            async for token in tokens:
+                yield token
+        self.finished = True
+
+    async def _on_event(self, event: ServerSentEvent) -> str | None:
+        if event.event == "output":
+            return event.data
+        if event.event == "logs":
+            if self.on_log is not None and event.data:
+                self.on_log(event.data)
+        elif event.event == "error":
+            self.finished = True
+            detail = _detail(event.data)
+            raise ModelError(
+                f"The model failed: {detail}", detail=detail,
+                prediction_id=(self.prediction or {}).get("id"),
+            )
+        elif event.event == "done":
+            self.finished = True
+            reason = _json_object(event.data).get("reason")
+            if reason:
+                # The stream says why it ended early; the prediction says the rest.
+                raise_for_final_status(await self.final_prediction())
+                raise ResponseError(f"The stream ended early ({reason})", prediction_id=self.prediction_id)
+        return None  # unknown events are ignored, as the SSE spec says
+
+    @property
+    def prediction_id(self) -> str | None:
+        return (self.prediction or {}).get("id")
+
+
+def _json_object(data: str) -> dict[str, Any]:
+    try:
+        value = json.loads(data) if data.strip() else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _detail(data: str) -> str:
+    """An error event's message: JSON with ``detail`` (or ``error``), else the text itself."""
+    value = _json_object(data)
+    for key in ("detail", "error", "message"):
+        if isinstance(value.get(key), str):
+            return value[key]
+    return data.strip() or "no reason given"

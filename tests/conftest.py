@@ -1,0 +1,33 @@
+"""Shared fixtures: a clean environment and a Replicate emulator on 127.0.0.1."""
+
+from __future__ import annotations
+
+import pytest
+
+from replicate_magic.emulator import Emulator
+
+TOKEN = "test-token-5f2a"  # a fake; real tokens start with r8_ and never appear here
+
+_ENV = ("REPLICATE_API_TOKEN", "REPLICATE_API_KEY", "REPLICATE_BASE_URL", "HTTP_PROXY", "HTTPS_PROXY",
+        "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy", "NO_PROXY", "no_proxy")
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    """Tests never see the developer's token, base URL or proxies."""
+    for name in _ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def emu():
+    with Emulator(token=TOKEN, tokens_per_second=0.0) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def env_emu(emu, monkeypatch):
+    """The emulator, found through the environment as a user would configure it."""
+    monkeypatch.setenv("REPLICATE_BASE_URL", emu.base_url)
+    monkeypatch.setenv("REPLICATE_API_TOKEN", TOKEN)
+    return emu

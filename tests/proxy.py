@@ -1,0 +1,81 @@
+"""A small recording HTTP forward proxy on 127.0.0.1, for proxy tests over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+
+@dataclass
+class ForwardProxy:
+    seen: list[str] = field(default_factory=list)  # "METHOD absolute-url" per request
+    port: int = 0
+
+    def __enter__(self) -> "ForwardProxy":
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
+        self._thread.start()
+        ready.wait(5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(5)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._serve(ready))
+        self._loop.close()
+
+    async def _serve(self, ready: threading.Event) -> None:
+        self._stop = asyncio.Event()
+        server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        ready.set()
+        await self._stop.wait()
+        server.close()
+        await server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            request_line, _, headers = head.partition(b"\r\n")
+            method, target, version = request_line.decode().split(" ")
+            self.seen.append(f"{method} {target}")
+            parts = urlsplit(target)
+            upstream_reader, upstream_writer = await asyncio.open_connection(parts.hostname, parts.port)
+            path = parts.path + (f"?{parts.query}" if parts.query else "")
+            kept = [h for h in headers.split(b"\r\n") if h and not h.lower().startswith((b"connection:", b"proxy-"))]
+            upstream_writer.write(
+                f"{method} {path} {version}\r\n".encode() + b"\r\n".join(kept) + b"\r\nConnection: close\r\n\r\n"
+            )
+            upload = asyncio.ensure_future(_pipe(reader, upstream_writer))
+            await _pipe(upstream_reader, writer)  # the response ends the exchange (Connection: close)
+            upload.cancel()
+            upstream_writer.close()
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        if writer.can_write_eof():
+            try:
+                writer.write_eof()
+            except (OSError, RuntimeError):
+                pass
