@@ -1,0 +1,248 @@
+"""The ``%%replicate`` options, declared once: each ``CellOptions`` field carries its flag.
+
+``replicate_arguments`` turns the fields into IPython ``magic_arguments`` (so ``%%replicate?``
+shows generated help) and ``parse_cell_options`` turns a magic line into a validated, frozen
+``CellOptions``. User mistakes raise a one-line ``UsageError`` that names the option.
+To add an option, add a field here; nothing else needs to change.
+"""
+
+from __future__ import annotations
+
+import json
+import keyword
+import math
+import re
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import Field, dataclass, field, fields
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from IPython.core.error import UsageError
+from IPython.core.magic_arguments import argument, magic_arguments
+
+__all__ = ["CellOptions", "parse_cell_options", "replicate_arguments"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+FORMATS = ("markdown", "text")
+_FLAG = "flag"  # the metadata key of a field's _Flag
+_INPUT_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_CHAT_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_MODEL_NAME = re.compile(r"\S+")  # names and aliases vary; only blank ones are surely wrong
+
+
+@dataclass(frozen=True)
+class _Flag:
+    """How one field appears on the magic line, and the rule its value must follow."""
+
+    names: tuple[str, ...]
+    argparse: Mapping[str, Any]
+    # Turns the parsed value into the field's value; raises ValueError(reason) when invalid.
+    rule: Callable[[Any], Any]
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _option(*names: str, rule: Callable[[Any], Any] = _same, **kwargs: Any) -> Any:
+    """A dataclass field that also declares its flag; ``default``/``hash`` go to ``field``."""
+    field_kwargs = {k: kwargs.pop(k) for k in ("default", "default_factory", "hash") if k in kwargs}
+    if "default_factory" not in field_kwargs:
+        field_kwargs.setdefault("default", None)
+    return field(**field_kwargs, metadata={_FLAG: _Flag(names, MappingProxyType(kwargs), rule)})
+
+
+# -- rules: each returns the value to store or raises ValueError(reason) ----------------------
+
+
+def _number(allowed: str, ok: Callable[[float], bool]) -> Callable[[Any], Any]:
+    def rule(value: float) -> float:
+        # nan/inf pass argparse's float() but are never a sensible setting.
+        if not (math.isfinite(value) and ok(value)):
+            raise ValueError(f"invalid value {value!r} (allowed: {allowed})")
+        return value
+
+    return rule
+
+
+def _matching(pattern: re.Pattern[str], allowed: str) -> Callable[[Any], Any]:
+    def rule(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(f"invalid value {value!r} (allowed: {allowed})")
+        return value
+
+    return rule
+
+
+def _variable_name(value: str) -> str:
+    if not value.isidentifier() or keyword.iskeyword(value):
+        raise ValueError(f"invalid value {value!r} (allowed: a Python variable name)")
+    return value
+
+
+def _stop_list(values: list[str]) -> tuple[str, ...]:
+    if "" in values:  # an empty stop sequence would end every reply at once, or be ignored
+        raise ValueError("invalid value '' (allowed: non-empty text)")
+    return tuple(values)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(name)  # NaN/Infinity are not JSON; keep them as text
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):  # 1e999 would become inf in the request body
+        raise ValueError(text)
+    return number
+
+
+def _json_or_text(text: str) -> Any:
+    """``3`` -> 3, ``true`` -> True, ``"3"`` -> "3"; anything that is not JSON stays text."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError; [[[... too deep
+        return text
+
+
+def _input_pairs(pairs: list[str]) -> Mapping[str, Any]:
+    inputs: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not _INPUT_KEY.fullmatch(key):
+            allowed = "KEY=VALUE with a name as KEY, e.g. -i seed=3"
+            raise ValueError(f"invalid pair {pair!r} (allowed: {allowed})")
+        inputs[key] = _json_or_text(value)  # a repeated key: the last one wins
+    return MappingProxyType(inputs)
+
+
+# -- the options ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CellOptions:
+    """What one ``%%replicate`` line asked for. ``None`` means "not given": use the config."""
+
+    model: str | None = _option(
+        "-m", "--model", metavar="MODEL",
+        rule=_matching(_MODEL_NAME, "a model name such as owner/name or owner/name:version"),
+        help="model to run: owner/name or owner/name:version",
+    )
+    temperature: float | None = _option(
+        "-t", "--temperature", type=float, metavar="FLOAT",
+        rule=_number("a number >= 0", lambda x: x >= 0),
+        help="sampling temperature; 0 is the most predictable",
+    )
+    top_p: float | None = _option(
+        "--top-p", type=float, metavar="FLOAT",
+        rule=_number("a number > 0 and <= 1", lambda x: 0 < x <= 1),
+        help="nucleus sampling: keep the tokens within this probability mass",
+    )
+    top_k: int | None = _option(
+        "--top-k", type=int, metavar="INT",
+        rule=_number("a whole number >= 1", lambda x: x >= 1),
+        help="sample only from the K most likely tokens",
+    )
+    max_tokens: int | None = _option(
+        "--max-tokens", type=int, metavar="INT",
+        rule=_number("a whole number >= 1", lambda x: x >= 1),
+        help="the longest reply, in tokens",
+    )
+    stop: tuple[str, ...] = _option(
+        "--stop", action="append", metavar="TEXT", rule=_stop_list, default=(),
+        help="stop the reply at this text; repeat for several",
+    )
+    system: str | None = _option(
+        "-s", "--system", metavar="TEXT", help="system prompt for this conversation"
+    )
+    inputs: Mapping[str, Any] = _option(
+        "-i", "--input", action="append", metavar="KEY=VALUE", rule=_input_pairs,
+        default_factory=lambda: MappingProxyType({}), hash=False,  # a mappingproxy is unhashable
+        help="extra model input, repeatable; VALUE is read as JSON when it parses "
+        "(seed=3, flag=true), else as text",
+    )
+    chat: str = _option(
+        "-c", "--chat", metavar="NAME", default="default",
+        rule=_matching(_CHAT_NAME, "letters, digits, '_', '.', '-'"),
+        help="conversation to continue (default: default)",
+    )
+    new: bool = _option(
+        "--new", action="store_true", default=False, help="start that conversation afresh"
+    )
+    no_history: bool = _option(
+        "--no-history", action="store_true", default=False,
+        help="one-shot: neither send nor record the conversation",
+    )
+    out: str | None = _option(
+        "-o", "--out", metavar="NAME", rule=_variable_name,
+        help="also store the reply text in this variable",
+    )
+    format: str | None = _option(
+        "-f", "--format", choices=FORMATS, metavar="markdown|text",
+        help="show the reply as Markdown or plain text",
+    )
+    timeout: float | None = _option(
+        "--timeout", type=float, metavar="SECONDS",
+        rule=_number("a number of seconds > 0", lambda x: x > 0),
+        help="give up when no token arrives for this long",
+    )
+
+
+def _flags() -> list[tuple[Field[Any], _Flag]]:
+    return [(f, f.metadata[_FLAG]) for f in fields(CellOptions)]
+
+
+def replicate_arguments(func: _F) -> _F:
+    """Declare every ``CellOptions`` flag on a magic (like IPython's ``script_args``)."""
+    # argparse reads the decorators innermost first; applying them in reverse keeps field order.
+    for f, flag in reversed(_flags()):
+        func = argument(*flag.names, dest=f.name, **flag.argparse)(func)
+    return magic_arguments()(func)
+
+
+def parse_cell_options(magic_func: Callable[..., Any], line: str) -> CellOptions:
+    """Parse and validate a ``%%replicate`` line; mistakes raise a one-line ``UsageError``."""
+    namespace = _parse_line(magic_func, line)
+    given: dict[str, Any] = {}
+    for f, flag in _flags():
+        value = getattr(namespace, f.name)
+        if value is None:  # not on the line: the field default applies
+            continue
+        try:
+            given[f.name] = flag.rule(value)
+        except ValueError as err:
+            raise UsageError(f"argument {'/'.join(flag.names)}: {err}") from None
+    return CellOptions(**given)
+
+
+def _parse_line(magic_func: Callable[..., Any], line: str) -> Any:
+    # Not parse_argstring: its arg_split keeps the quote characters (-s "be brief" would give
+    # '"be brief"'). shlex in POSIX mode drops them, as %%script does.
+    try:
+        argv = shlex.split(line)
+    except ValueError as err:  # "No closing quotation"
+        raise UsageError(f"cannot read the %%replicate line: {err}") from None
+    try:
+        namespace, extra = magic_func.parser.parse_known_args(argv)  # type: ignore[attr-defined]
+    except UsageError as err:  # MagicArgumentParser.error raises it; keep it to one line
+        raise UsageError(_one_line(str(err))) from None
+    _reject_extra(extra)
+    return namespace
+
+
+def _reject_extra(extra: list[str]) -> None:
+    if any(word.startswith("-") for word in extra):
+        raise UsageError(_one_line(f"unrecognized arguments: {' '.join(extra)}"))
+    if extra:
+        raise UsageError(
+            _one_line(
+                f"unexpected text on the %%replicate line: {' '.join(extra)!r}; "
+                "the prompt goes in the cell body, below the line"
+            )
+        )
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.splitlines())
