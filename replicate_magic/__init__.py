@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import MissingAuthError, ResponseError
 
 __version__ = "0.1.0"
-__all__ = ["MissingAuthError", "Replicate", "ResponseError", "__version__"]
+__all__ = ["MissingAuthError", "Replicate", "ResponseError", "__version__", "history"]
 
 # name -> module that defines it; imported on first attribute access (PEP 562).
 _LAZY = {
@@ -30,3 +30,23 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def history(name: str = "default") -> list[dict[str, str]]:
+    """That conversation's messages as ``{"role", "content"}`` dicts (a copy)."""
+    from .conversation import kernel_store
+
+    return kernel_store.get(name).messages() if name in kernel_store else []
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext replicate_magic``: registers the magic; imports nothing heavy."""
+    from .magics import ReplicateMagics
+
+    ipython.register_magics(ReplicateMagics)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    magics = ipython.magics_manager.registry.get("ReplicateMagics")
+    if magics is not None:
+        ipython.events.unregister("pre_run_cell", magics._remember_cell_id)

@@ -1,0 +1,105 @@
+"""``python -m replicate_magic [options] PROMPT``: the %%replicate options from a shell.
+
+The reply streams to standard output; errors are one line on standard error. ``-`` or no
+prompt reads it from standard input. Each run is one turn (no history is kept between
+runs). ``--emulator`` answers from the bundled offline emulator instead of Replicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import sys
+from typing import Any, Sequence
+
+from IPython.core.error import UsageError
+
+from .options import CellOptions, parse_cell_options, replicate_arguments
+
+
+@replicate_arguments
+def replicate(line: str, cell: str | None = None) -> None:
+    """Stream a reply from a model hosted on Replicate to the terminal."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] in (["-h"], ["--help"]):
+        print(replicate.parser.format_help().replace("%replicate", "python -m replicate_magic"))  # type: ignore[attr-defined]
+        print("  PROMPT                the prompt; '-' or none reads standard input")
+        return 0
+    use_emulator = "--emulator" in args
+    args = [a for a in args if a != "--emulator"]
+    try:
+        options, prompt = _split(args)
+    except UsageError as error:
+        print(f"usage error: {error}", file=sys.stderr)
+        return 2
+    if not prompt.strip():
+        print("usage error: no prompt: pass it as an argument or on standard input", file=sys.stderr)
+        return 2
+    from .errors import ReplicateMagicError
+
+    try:
+        if use_emulator:
+            from .emulator import Emulator
+
+            with Emulator(tokens_per_second=40) as emulator:
+                return asyncio.run(_ask(options, prompt, emulator.base_url, "emulator"))
+        return asyncio.run(_ask(options, prompt))
+    except ReplicateMagicError as error:
+        print(f"\nerror: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: the prediction was cancelled", file=sys.stderr)
+        return 130
+
+
+def _split(args: list[str]) -> tuple[CellOptions, str]:
+    """Options as the magic reads them; the words left over are the prompt."""
+    namespace, words = replicate.parser.parse_known_args(args)  # type: ignore[attr-defined]
+    options_only = [a for a in args if a not in words or a.startswith("-")]
+    unknown = [w for w in words if w.startswith("-") and w != "-"]
+    if unknown:
+        raise UsageError(f"unrecognized arguments: {' '.join(unknown)}")
+    options = parse_cell_options(replicate, shlex.join(options_only))
+    prompt = " ".join(w for w in words if w != "-")
+    if not prompt or words == ["-"]:
+        prompt = sys.stdin.read() if not sys.stdin.isatty() else prompt
+    return options, prompt
+
+
+async def _ask(options: CellOptions, prompt: str, base: str | None = None, token: str | None = None) -> int:
+    import os
+
+    from .catalog import DEFAULT_MODEL
+    from .chat import ChatSession, TurnRequest
+    from .client import Timeouts
+    from .conversation import ConversationStore
+    from .inputs import Settings
+
+    if base is not None:  # the emulator: this process only
+        os.environ["REPLICATE_BASE_URL"] = base
+        os.environ.setdefault("REPLICATE_API_TOKEN", token or "emulator")
+    request = TurnRequest(
+        prompt=prompt.strip(),
+        model=options.model or DEFAULT_MODEL,
+        settings=Settings(max_tokens=options.max_tokens, temperature=options.temperature, top_p=options.top_p,
+                          top_k=options.top_k, stop=options.stop, extra=dict(options.inputs)),
+        system=options.system,
+        use_history=False,
+        timeouts=Timeouts(idle=options.timeout or 180.0),
+    )
+
+    def write(token: str) -> Any:
+        sys.stdout.write(token)
+        sys.stdout.flush()
+
+    result = await ChatSession(ConversationStore()).ask(request, on_token=write)
+    print()
+    print(result.metrics.line(), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""A chat turn from prompt to recorded reply: the layer the magic, the panel and the CLI share.
+
+No IPython here. Conversations live in one ``ConversationStore`` per kernel, so what the
+panel discussed, a ``%%replicate -c NAME`` cell continues. A turn is recorded only when its
+reply completes; an interrupted or failed turn leaves the conversation as it was.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from .catalog import DEFAULT_MODEL, resolve_model
+from .client import ReplicateClient, Timeouts
+from .conversation import ConversationStore, Turn, kernel_store
+from .environment import base_url, find_token
+from .errors import ResponseError, missing_token_error
+from .inputs import Settings
+from .sessions import shared_session
+from .streaming import PredictionStream
+
+@dataclass(frozen=True)
+class TurnRequest:
+    prompt: str
+    chat: str = "default"
+    model: str = DEFAULT_MODEL
+    settings: Settings = field(default_factory=Settings)
+    system: str | None = None  # becomes the conversation's system prompt when the turn succeeds
+    new: bool = False  # start the conversation afresh (when the turn succeeds)
+    use_history: bool = True  # False: send no history and record nothing
+    max_history: int | None = 20
+    cell_id: str | None = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    model: str
+    output_tokens: int | None
+    input_tokens: int | None
+    time_to_first_token: float | None
+    tokens_per_second: float | None
+    total_time: float | None
+
+    def line(self) -> str:
+        parts = [self.model]
+        if self.output_tokens is not None:
+            parts.append(f"{self.output_tokens} tokens")
+        if self.time_to_first_token is not None:
+            parts.append(f"first token {self.time_to_first_token:.2f} s")
+        if self.tokens_per_second is not None:
+            parts.append(f"{self.tokens_per_second:.1f} tokens/s")
+        if self.total_time is not None:
+            parts.append(f"{self.total_time:.1f} s")
+        return " · ".join(parts)
+
+
+@dataclass
+class TurnResult:
+    text: str
+    model: str
+    prediction_id: str | None
+    metrics: Metrics
+    ignored: list[str]  # settings this model does not take
+
+
+class ChatSession:
+    def __init__(self, conversations: ConversationStore | None = None) -> None:
+        self.store = conversations if conversations is not None else kernel_store
+
+    def messages_for(self, request: TurnRequest) -> list[dict[str, str]]:
+        """History (unless disabled or starting afresh), the system prompt, then the prompt."""
+        conversation = self.store.get(request.chat)
+        history: list[dict[str, str]] = []
+        if request.use_history and not request.new:
+            history = conversation.context(request.max_history, cell_id=request.cell_id)
+            history = [m for m in history if m["role"] != "system"]
+        system = request.system if request.system is not None else (
+            conversation.system if request.use_history and not request.new else None)
+        head = [{"role": "system", "content": system}] if system else []
+        return head + history + [{"role": "user", "content": request.prompt}]
+
+    async def ask(
+        self,
+        request: TurnRequest,
+        on_token: Callable[[str], None],
+        on_log: Callable[[str], None] | None = None,
+        on_start: Callable[[PredictionStream], None] | None = None,
+    ) -> TurnResult:
+        token = find_token()
+        if token is None:
+            raise missing_token_error()
+        model = resolve_model(request.model)
+        client = ReplicateClient(await shared_session(), token, base_url=base_url(), timeouts=request.timeouts)
+        stream = PredictionStream(client, model, self.messages_for(request), request.settings, on_log=on_log)
+        if on_start is not None:
+            on_start(stream)
+        started = time.monotonic()
+        first: float | None = None
+        count = 0
+        async with aclosing(stream.tokens()) as tokens:
+            async for text in tokens:
+                if first is None:
+                    first = time.monotonic()
+                count += 1
+                on_token(text)
+        elapsed = time.monotonic() - started
+        try:
+            reported = (await stream.final_prediction()).get("metrics") or {}
+        except ResponseError:
+            reported = {}  # the reply is complete; metrics are a nicety
+        self._record(request, model, stream.text)
+        return TurnResult(
+            text=stream.text,
+            model=model,
+            prediction_id=stream.prediction_id,
+            metrics=_metrics(model, reported, count, None if first is None else first - started, elapsed),
+            ignored=stream.ignored,
+        )
+
+    def _record(self, request: TurnRequest, model: str, reply: str) -> None:
+        if not request.use_history:
+            return
+        conversation = self.store.get(request.chat)
+        if request.new:
+            conversation.reset()
+        if request.system is not None:
+            conversation.set_system(request.system or None)
+        conversation.record(Turn(request.prompt, reply, model, request.cell_id))
+
+
+def _metrics(model: str, reported: Mapping[str, Any], count: int, first: float | None, elapsed: float) -> Metrics:
+    """Replicate's own figures where it gives them, else what the client measured."""
+
+    def number(key: str) -> float | None:
+        value = reported.get(key)
+        return float(value) if isinstance(value, (int, float)) else None
+
+    output = number("output_token_count")
+    streamed_for = elapsed - (first or 0.0)
+    return Metrics(
+        model=model,
+        output_tokens=int(output) if output is not None else count,
+        input_tokens=None if number("input_token_count") is None else int(number("input_token_count") or 0),
+        time_to_first_token=number("time_to_first_token") if number("time_to_first_token") is not None else first,
+        tokens_per_second=number("tokens_per_second") or (count / streamed_for if streamed_for > 0 and count else None),
+        total_time=number("total_time") or elapsed,
+    )

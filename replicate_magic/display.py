@@ -1,0 +1,130 @@
+"""Show a streaming reply: one output area updated at a frame rate, or plain text in a terminal.
+
+Updates are coalesced (at most ``FRAME_RATE`` a second, whatever the token rate) so a fast
+model never floods the browser; a timer on the streaming loop publishes what a skipped
+update held back, so nothing waits for the next token; the final update carries the whole
+text, which is what a saved notebook keeps. Outputs are mimebundles: text/markdown for
+notebooks, text/plain for everything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+FRAME_RATE = 20.0
+
+
+def bundle(text: str, fmt: str) -> dict[str, str]:
+    data = {"text/plain": text}
+    if fmt == "markdown":
+        data["text/markdown"] = text
+    return data
+
+
+class LiveReply:
+    """The output area of one reply. ``append`` may be called from the streaming loop's thread."""
+
+    def __init__(
+        self,
+        fmt: str = "markdown",
+        *,
+        rich: bool = True,
+        frame_rate: float = FRAME_RATE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.fmt = fmt
+        self.rich = rich
+        self.text = ""
+        self.updates = 0  # display messages sent, for tests and benchmarks
+        self._interval = 1.0 / frame_rate
+        self._clock = clock
+        self._handle: Any = None
+        self._status = ""
+        self._last = float("-inf")
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        self._lock = threading.Lock()  # the kernel thread finishes while the loop may flush
+
+    def start(self, status: str = "") -> None:
+        """Show the (empty) area; ``status`` stands in it until the first token."""
+        self._status = status
+        if self.rich:
+            from IPython.display import display
+
+            self._handle = display(bundle(self._view(), self.fmt), raw=True, display_id=True)
+            self.updates += 1
+
+    def status(self, line: str) -> None:
+        """A progress line (e.g. the model's boot logs), shown only while no text has come."""
+        if not self.text and self.rich:
+            self._status = line
+            self._schedule()
+
+    def append(self, token: str) -> None:
+        self.text += token
+        if not self.rich:
+            sys.stdout.write(token)
+            sys.stdout.flush()
+            return
+        self._schedule()
+
+    def finish(self, note: str = "") -> None:
+        """The last update: the whole text, with an optional note (interrupted, failed)."""
+        with self._lock:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+        suffix = f"\n\n*{note}*" if note and self.fmt == "markdown" else (f"\n\n[{note}]" if note else "")
+        if self.rich:
+            self._publish(self.text + suffix, final=True)
+        else:
+            sys.stdout.write(suffix.replace("*", "") + "\n" if suffix or self.text else "")
+            sys.stdout.flush()
+
+    def _schedule(self) -> None:
+        now = self._clock()
+        wait = self._last + self._interval - now
+        if wait <= 0:
+            self._publish(self._view())
+            return
+        with self._lock:
+            if self._timer is None and not self._closed:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:  # not on a loop: the next token or finish() shows it
+                    return
+                self._timer = loop.call_later(wait, self._flush)
+
+    def _flush(self) -> None:
+        with self._lock:
+            self._timer = None
+        self._publish(self._view())
+
+    def _view(self) -> str:
+        return self.text or (f"*{self._status}*" if self._status and self.fmt == "markdown" else self._status)
+
+    def _publish(self, text: str, final: bool = False) -> None:
+        with self._lock:
+            if self._closed and not final:
+                return
+            self._last = self._clock()
+            self.updates += 1
+            if self._handle is not None:
+                self._handle.update(bundle(text, self.fmt), raw=True)
+
+
+def show_line(text: str, fmt: str, *, rich: bool) -> None:
+    """A small one-off line under a reply (the metrics)."""
+    if rich:
+        from IPython.display import display
+
+        data = {"text/plain": text}
+        if fmt == "markdown":
+            data["text/markdown"] = f"<sub>{text}</sub>"
+        display(data, raw=True)
+    else:
+        print(text)

@@ -1,0 +1,232 @@
+"""The ``%%replicate`` cell magic and the ``%replicate`` subcommands: IPython glue only.
+
+Configure with ``%config ReplicateMagics.model = "owner/name"`` (or ``c.ReplicateMagics``
+in ``ipython_config.py``). The API token is not a setting: ``%config`` prints settings, so
+it is read from ``REPLICATE_API_TOKEN`` when a request starts, and shown nowhere.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any, Callable
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
+from traitlets import Bool, Dict, Enum, Float, Int, Unicode
+
+from .catalog import DEFAULT_MODEL, KNOWN_MODELS, MODEL_ALIASES
+from .conversation import kernel_store
+from .errors import ReplicateMagicError
+from .options import FORMATS, CellOptions, parse_cell_options, replicate_arguments
+from .prompt_template import expand
+
+
+class ReplyInterrupted(ReplicateMagicError):
+    """The user interrupted a streaming reply."""
+
+
+@magics_class
+class ReplicateMagics(Magics):
+    model = Unicode(DEFAULT_MODEL, help="Model used when a cell gives no -m/--model.").tag(config=True)
+    max_history = Int(20, help="Earlier turns sent with each request (0: none).").tag(config=True)
+    default_inputs = Dict(help="Extra model inputs sent with every request; -i overrides them.").tag(config=True)
+    output_format = Enum(list(FORMATS), "markdown", help="How replies show: markdown or text.").tag(config=True)
+    timeout = Float(180.0, help="Seconds without a token before a stream is given up (idle limit).").tag(config=True)
+    connect_timeout = Float(10.0, help="Seconds to wait for a connection to Replicate.").tag(config=True)
+    show_metrics = Bool(True, help="Show a line with tokens, time to first token and speed after a reply.").tag(
+        config=True
+    )
+    expand_variables = Bool(True, help="Replace {name} in the prompt with that variable's value.").tag(config=True)
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self._cell_id: str | None = None
+        if shell is not None:
+            shell.events.register("pre_run_cell", self._remember_cell_id)
+
+    def _remember_cell_id(self, info: Any) -> None:
+        # Frontends send the cell's id; re-running a cell then replaces its earlier exchange.
+        self._cell_id = getattr(info, "cell_id", None)
+
+    @no_var_expand  # braces and $ on the line are ours (JSON in -i, "$5" in -s)
+    @line_cell_magic
+    @replicate_arguments
+    def replicate(self, line: str, cell: str | None = None) -> Any:
+        """Ask a model hosted on Replicate; the reply streams into the output.
+
+        As a cell magic, the cell body is the prompt; ``{name}`` in it is replaced by that
+        variable's value (also ``{In[3]}`` and ``{Out[3]}``); other braces stay as typed.
+        The conversation is kept in the kernel, so the next cell continues it.
+
+        As a line magic: ``%replicate history [NAME]``, ``reset [NAME]``, ``chats``,
+        ``export FILE [NAME]``, ``load FILE [NAME]``, ``models``.
+        """
+        if cell is None:
+            return self._subcommand(line)
+        options = parse_cell_options(self.replicate, line)
+        prompt = cell.strip()
+        if self.expand_variables:
+            prompt = expand(prompt, self.shell.user_ns)
+        if not prompt:
+            raise UsageError("The cell is empty: write the prompt below the %%replicate line.")
+        self._ask(options, prompt)
+        return None  # the reply is already on screen: no Out[]
+
+    # -- one turn -----------------------------------------------------------------------------
+
+    def _ask(self, options: CellOptions, prompt: str) -> None:
+        from .chat import ChatSession, TurnRequest  # aiohttp loads here, not at %load_ext
+        from .client import Timeouts
+        from .display import LiveReply, show_line
+        from .inputs import Settings
+        from .loop import shared_loop
+
+        model = options.model or self.model
+        request = TurnRequest(
+            prompt=prompt,
+            chat=options.chat,
+            model=model,
+            settings=Settings(
+                max_tokens=options.max_tokens, temperature=options.temperature, top_p=options.top_p,
+                top_k=options.top_k, stop=options.stop, extra={**self.default_inputs, **options.inputs},
+            ),
+            system=options.system,
+            new=options.new,
+            use_history=not options.no_history,
+            max_history=self.max_history,
+            cell_id=self._cell_id,
+            timeouts=Timeouts(connect=self.connect_timeout, idle=options.timeout or self.timeout),
+        )
+        fmt = options.format or self.output_format
+        rich = self._rich()
+        reply = LiveReply(fmt, rich=rich)
+        reply.start(status=f"asking {model}…")
+        try:
+            result = shared_loop().run(ChatSession().ask(request, on_token=reply.append, on_log=reply.status))
+        except KeyboardInterrupt:
+            reply.finish("interrupted: the prediction was cancelled; this turn is not in the history")
+            raise ReplyInterrupted(
+                "Interrupted: the reply stopped and its prediction was cancelled on Replicate; "
+                "the partial answer stays above, the conversation is unchanged."
+            ) from None
+        except ReplicateMagicError:
+            reply.finish("stopped by the error below; this turn is not in the history" if reply.text else "no reply")
+            raise
+        reply.finish()
+        if options.out:
+            self.shell.user_ns[options.out] = result.text
+        if self.show_metrics:
+            line = result.metrics.line()
+            if result.ignored:
+                line += f" · not taken by this model: {', '.join(result.ignored)}"
+            show_line(line, fmt, rich=rich)
+
+    def _rich(self) -> bool:
+        """Notebooks (a kernel) get a live Markdown area; terminal IPython gets streamed text."""
+        return type(self.shell).__module__.startswith("ipykernel")
+
+    # -- %replicate subcommands -------------------------------------------------------------------
+
+    def _subcommand(self, line: str) -> Any:
+        try:
+            words = shlex.split(line)
+        except ValueError as error:
+            raise UsageError(f"cannot read the %replicate line: {error}") from None
+        if not words:
+            return _Text(_SUBCOMMAND_HELP)
+        name, args = words[0], words[1:]
+        handler: Callable[[list[str]], Any] | None = getattr(self, f"_cmd_{name}", None)
+        if name.startswith("-") or handler is None:
+            raise UsageError(
+                f"Unknown %replicate subcommand {name!r}. Use one of: {', '.join(_SUBCOMMANDS)}; "
+                "to ask a model, use %%replicate with the prompt in the cell."
+            )
+        return handler(args)
+
+    def _cmd_history(self, args: list[str]) -> Any:
+        name = _one_name(args, "history [NAME]")
+        return _Transcript(name, kernel_store.get(name).messages() if name in kernel_store else [])
+
+    def _cmd_reset(self, args: list[str]) -> None:
+        name = _one_name(args, "reset [NAME]")
+        kernel_store.reset(name)
+        print(f"Conversation {name!r} is empty now.")
+
+    def _cmd_chats(self, args: list[str]) -> Any:
+        _one_name(args, "chats", most=0)
+        rows = [f"{name}: {len(kernel_store.get(name))} turns" for name in kernel_store.names()]
+        return _Text("\n".join(rows) or "No conversations yet.")
+
+    def _cmd_export(self, args: list[str]) -> None:
+        path, name = _path_and_name(args, "export FILE [NAME]")
+        if name not in kernel_store:
+            raise UsageError(f"There is no conversation {name!r} to export; %replicate chats lists them.")
+        try:
+            kernel_store.save(name, path)
+        except OSError as error:
+            raise UsageError(f"Could not write {path}: {error.strerror or error}") from None
+        print(f"Saved conversation {name!r} ({len(kernel_store.get(name))} turns) to {path}.")
+
+    def _cmd_load(self, args: list[str]) -> None:
+        path, name = _path_and_name(args, "load FILE [NAME]", default=None)
+        try:
+            conversation = kernel_store.load(path, name)
+        except (OSError, ValueError) as error:
+            detail = error.strerror if isinstance(error, OSError) and error.strerror else error
+            raise UsageError(f"Could not load {path}: {detail}") from None
+        print(f"Loaded conversation {conversation.name!r} ({len(conversation)} turns) from {path}.")
+
+    def _cmd_models(self, args: list[str]) -> Any:
+        _one_name(args, "models", most=0)
+        aliases = {model: [a for a, m in MODEL_ALIASES.items() if m == model] for model in KNOWN_MODELS}
+        rows = [f"{model}" + (f"  (also: {', '.join(names)})" if names else "") for model, names in aliases.items()]
+        rows.append("Any other owner/name or owner/name:version on Replicate works too.")
+        return _Text("\n".join(rows))
+
+
+_SUBCOMMANDS = ("history", "reset", "chats", "export", "load", "models")
+_SUBCOMMAND_HELP = """\
+%%replicate [options]   ask a model; the cell is the prompt (%%replicate? lists the options)
+%replicate history [NAME]      show a conversation (default: default)
+%replicate reset [NAME]        forget a conversation
+%replicate chats               list the conversations
+%replicate export FILE [NAME]  save a conversation as JSON
+%replicate load FILE [NAME]    load a conversation from JSON
+%replicate models              models known by name"""
+
+
+def _one_name(args: list[str], usage: str, most: int = 1) -> str:
+    if len(args) > most:
+        raise UsageError(f"Too many arguments: %replicate {usage}")
+    return args[0] if args else "default"
+
+
+def _path_and_name(args: list[str], usage: str, default: str | None = "default") -> tuple[str, Any]:
+    if not 1 <= len(args) <= 2:
+        raise UsageError(f"Usage: %replicate {usage}")
+    return args[0], (args[1] if len(args) == 2 else default)
+
+
+class _Text(str):
+    """Plain text that shows without quotes as a magic's result."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+class _Transcript:
+    """A conversation for display: Markdown in notebooks, text elsewhere."""
+
+    def __init__(self, name: str, messages: list[dict[str, str]]) -> None:
+        self.name = name
+        self.messages = messages
+
+    def __repr__(self) -> str:
+        if not self.messages:
+            return f"Conversation {self.name!r} is empty."
+        return "\n\n".join(f"{m['role']}: {m['content']}" for m in self.messages)
+
+    def _repr_markdown_(self) -> str:
+        if not self.messages:
+            return f"*Conversation `{self.name}` is empty.*"
+        return "\n\n".join(f"**{m['role']}**: {m['content']}" for m in self.messages)
