@@ -210,6 +210,10 @@ class ConversationStore:
     def __init__(self) -> None:
         self._conversations: dict[str, Conversation] = {}
 
+    def clear(self) -> None:
+        """Forget every conversation."""
+        self._conversations.clear()
+
     def __contains__(self, name: object) -> bool:
         return name in self._conversations
 

@@ -1,0 +1,222 @@
+"""%%replicate in an in-process IPython shell against the emulator (the terminal path).
+
+Real kernels, display updates and interrupts are in test_kernel.py.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+import replicate_magic
+from replicate_magic.conversation import kernel_store
+from replicate_magic.emulator import Faults
+from replicate_magic.errors import MissingAuthError, ModelError, ResponseError
+
+from .conftest import TOKEN
+
+
+@pytest.fixture
+def ip(env_emu):
+    shell = InteractiveShell.instance()
+    shell.history_manager.enabled = False
+    shell.extension_manager.load_extension("replicate_magic")
+    kernel_store.clear()
+    yield shell
+    shell.extension_manager.unload_extension("replicate_magic")
+    kernel_store.clear()
+
+
+def ask(ip, line: str, cell: str):
+    return ip.run_cell_magic("replicate", line, cell)
+
+
+def last_input(emu) -> dict:
+    return [r for r in emu.requests if r.method == "POST" and r.path.endswith("predictions")][-1].json["input"]
+
+
+def test_reply_streams_to_stdout_and_is_recorded(ip, env_emu, capsys):
+    assert ask(ip, "", "Write a haiku about the sea.") is None  # no duplicate Out[]
+    printed = capsys.readouterr().out
+    (prediction,) = env_emu.predictions.values()
+    assert "".join(prediction.output) in printed
+    assert "tokens" in printed.splitlines()[-1]  # the metrics line
+    assert replicate_magic.history() == [
+        {"role": "user", "content": "Write a haiku about the sea."},
+        {"role": "assistant", "content": "".join(prediction.output)},
+    ]
+
+
+def test_next_cell_continues_the_conversation(ip, env_emu, capsys):
+    ask(ip, "", "First question")
+    ask(ip, "", "Second question")
+    assert "turn 2" in capsys.readouterr().out
+    assert "User: First question" in last_input(env_emu)["prompt"]
+
+
+def test_options_reach_the_model_in_its_own_keys(ip, env_emu):
+    ask(ip, '-m mistralai/mixtral-8x7b-instruct-v0.1 -t 0.3 --top-p 0.5 --top-k 7 --max-tokens 9 -i seed=3 -s "be brief"', "Hi")
+    sent = last_input(env_emu)
+    assert (sent["temperature"], sent["top_p"], sent["top_k"], sent["max_new_tokens"], sent["seed"]) == (0.3, 0.5, 7, 9, 3)
+    assert sent["prompt"].startswith("System: be brief")
+
+
+def test_out_stores_the_reply(ip, env_emu):
+    ask(ip, "-o reply --no-history", "Hello")
+    (prediction,) = env_emu.predictions.values()
+    assert ip.user_ns["reply"] == "".join(prediction.output)
+    assert replicate_magic.history() == []  # --no-history records nothing
+
+
+def test_named_chat_and_new(ip, env_emu, capsys):
+    ask(ip, "-c work", "One")
+    ask(ip, "-c work --new", "Two")
+    assert "turn 1. You said: “Two”" in capsys.readouterr().out
+    assert [m["content"] for m in replicate_magic.history("work") if m["role"] == "user"] == ["Two"]
+
+
+def test_variables_are_expanded_and_other_braces_kept(ip, env_emu):
+    ip.user_ns["topic"] = "tide pools"
+    ask(ip, "--no-history", 'About {topic}: parse {"a": 1} and {unknown}')
+    assert last_input(env_emu)["prompt"] == 'About tide pools: parse {"a": 1} and {unknown}'
+
+
+def test_defaults_come_from_config(ip, env_emu):
+    ip.run_line_magic("config", 'ReplicateMagics.model = "openai/gpt-4o-mini"')
+    ip.run_line_magic("config", 'ReplicateMagics.default_inputs = {"temperature": 0.1}')
+    ask(ip, "--no-history", "Hi")
+    assert last_input(env_emu)["messages"][-1] == {"role": "user", "content": "Hi"}
+    assert last_input(env_emu)["temperature"] == 0.1
+    ip.run_line_magic("config", 'ReplicateMagics.model = "meta/meta-llama-3-70b-instruct"')
+    ip.run_line_magic("config", "ReplicateMagics.default_inputs = {}")
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [("-t hot", "-t/--temperature"), ("--top-p 2", "--top-p"), ("--bogus", "unrecognized"),
+     ("hello there", "cell body"), ("-o 1x", "--out")],
+)
+def test_bad_options_are_one_line_usage_errors(ip, line, message):
+    with pytest.raises(UsageError, match=message) as caught:
+        ask(ip, line, "Hi")
+    assert "\n" not in str(caught.value)
+
+
+def test_empty_cell_is_a_usage_error(ip):
+    with pytest.raises(UsageError, match="empty"):
+        ask(ip, "", "   \n")
+
+
+def test_api_error_keeps_history_and_shows_no_token(ip, env_emu, capsys):
+    ask(ip, "", "Keep me")
+    before = replicate_magic.history()
+    with pytest.raises(ResponseError, match="404") as caught:
+        ask(ip, "-m nobody/nothing", "Lost?")
+    assert replicate_magic.history() == before
+    assert TOKEN not in str(caught.value) + capsys.readouterr().out
+
+
+def test_error_event_keeps_the_partial_answer(ip, env_emu, capsys):
+    env_emu.inject(Faults(error_after=4))
+    with pytest.raises(ModelError, match="emulated"):
+        ask(ip, "", "Go")
+    (prediction,) = env_emu.predictions.values()
+    printed = capsys.readouterr().out
+    assert "".join(prediction.output[:4]) in printed and "stopped by the error" in printed
+    assert replicate_magic.history() == []
+
+
+def test_wrong_token_is_missing_auth_without_the_token(ip, monkeypatch):
+    monkeypatch.setenv("REPLICATE_API_TOKEN", "wrong-token-abc")
+    with pytest.raises(MissingAuthError, match="401") as caught:
+        ask(ip, "", "Hi")
+    assert "wrong-token-abc" not in str(caught.value)
+    assert caught.value._render_traceback_() == [f"MissingAuthError: {caught.value}"]
+
+
+def test_no_token_says_what_to_do(ip, monkeypatch):
+    monkeypatch.delenv("REPLICATE_API_TOKEN")
+    with pytest.raises(MissingAuthError, match="REPLICATE_API_TOKEN"):
+        ask(ip, "", "Hi")
+
+
+def test_token_is_not_a_setting(ip):
+    traits = ip.magics_manager.registry["ReplicateMagics"].trait_names()
+    assert not [t for t in traits if "token" in t or "key" in t]
+
+
+# -- subcommands ---------------------------------------------------------------------------
+
+
+def test_history_reset_and_chats(ip, env_emu, capsys):
+    ask(ip, "", "Hello")
+    assert "user: Hello" in repr(ip.run_line_magic("replicate", "history"))
+    assert "**user**: Hello" in ip.run_line_magic("replicate", "history")._repr_markdown_()
+    assert ip.run_line_magic("replicate", "chats") == "default: 1 turns"
+    ip.run_line_magic("replicate", "reset")
+    assert replicate_magic.history() == []
+    assert "empty" in repr(ip.run_line_magic("replicate", "history other"))
+
+
+def test_export_and_load(ip, env_emu, tmp_path):
+    ask(ip, "", "Remember this")
+    path = tmp_path / "chat.json"
+    ip.run_line_magic("replicate", f"export {path}")
+    saved = replicate_magic.history()
+    assert json.loads(path.read_text())["turns"][0]["prompt"] == "Remember this"
+    ip.run_line_magic("replicate", "reset")
+    ip.run_line_magic("replicate", f"load {path} restored")
+    assert replicate_magic.history("restored") == saved
+
+
+@pytest.mark.parametrize("line, message", [("nonsense", "Unknown %replicate subcommand"),
+                                           ("load /no/such/file.json", "Could not load"),
+                                           ("export /tmp/x.json nobody", "no conversation"),
+                                           ("history a b", "Too many")])
+def test_subcommand_mistakes_are_usage_errors(ip, line, message):
+    with pytest.raises(UsageError, match=message):
+        ip.run_line_magic("replicate", line)
+
+
+def test_models_lists_the_default_and_aliases(ip):
+    listing = repr(ip.run_line_magic("replicate", "models"))
+    assert "meta/meta-llama-3-70b-instruct  (also:" in listing
+
+
+def test_help_shows_every_option(ip):
+    doc = ip.magics_manager.magics["cell"]["replicate"].__doc__
+    for flag in ("--model", "--temperature", "--top-p", "--top-k", "--max-tokens", "--stop", "--system", "--input",
+                 "--chat", "--new", "--no-history", "--out", "--format", "--timeout"):
+        assert flag in doc
+
+
+def test_load_ext_imports_nothing_heavy():
+    code = ("import sys; from IPython.core.interactiveshell import InteractiveShell; "
+            "ip = InteractiveShell.instance(); ip.extension_manager.load_extension('replicate_magic'); "
+            "print(sorted(m for m in ('aiohttp', 'ipywidgets') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+def test_cli_streams_a_reply(env_emu):
+    result = subprocess.run([sys.executable, "-m", "replicate_magic", "--max-tokens", "12", "Hello", "there"],
+                            capture_output=True, text=True, timeout=60)
+    (prediction,) = env_emu.predictions.values()
+    assert result.returncode == 0 and result.stdout.strip() == "".join(prediction.output).strip()
+    assert "12 tokens" in result.stderr
+
+
+def test_cli_errors_are_one_line(env_emu):
+    bad = subprocess.run([sys.executable, "-m", "replicate_magic", "-t", "hot", "Hi"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "--temperature" in bad.stderr
+    missing = subprocess.run([sys.executable, "-m", "replicate_magic", "-m", "nobody/nothing", "Hi"],
+                             capture_output=True, text=True)
+    assert missing.returncode == 1 and "404" in missing.stderr and TOKEN not in missing.stderr
