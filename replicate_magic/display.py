@@ -88,7 +88,7 @@ class LiveReply:
     def _schedule(self) -> None:
         now = self._clock()
         wait = self._last + self._interval - now
-        if wait <= 0:
+        if wait <= 0 and self._timer is None:  # else the due timer publishes the latest text
             self._publish(self._view())
             return
         with self._lock:
