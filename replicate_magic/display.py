@@ -18,10 +18,12 @@ from typing import Any, Callable
 FRAME_RATE = 20.0
 
 
-def bundle(text: str, fmt: str) -> dict[str, str]:
-    data = {"text/plain": text}
+def bundle(text: str, fmt: str, aside: str = "") -> dict[str, str]:
+    """The reply as a mimebundle; ``aside`` (a status or a note) is italic in Markdown only."""
+    plain = "\n\n".join(part for part in (text, f"[{aside}]" if aside else "") if part)
+    data = {"text/plain": plain}
     if fmt == "markdown":
-        data["text/markdown"] = text
+        data["text/markdown"] = "\n\n".join(part for part in (text, f"*{aside}*" if aside else "") if part)
     return data
 
 
@@ -55,7 +57,7 @@ class LiveReply:
         if self.rich:
             from IPython.display import display
 
-            self._handle = display(bundle(self._view(), self.fmt), raw=True, display_id=True)
+            self._handle = display(self._bundle(), raw=True, display_id=True)
             self.updates += 1
 
     def status(self, line: str) -> None:
@@ -78,18 +80,17 @@ class LiveReply:
             self._closed = True
             if self._timer is not None:
                 self._timer.cancel()
-        suffix = f"\n\n*{note}*" if note and self.fmt == "markdown" else (f"\n\n[{note}]" if note else "")
         if self.rich:
-            self._publish(self.text + suffix, final=True)
+            self._publish(bundle(self.text, self.fmt, note), final=True)
         else:
-            sys.stdout.write(suffix.replace("*", "") + "\n" if suffix or self.text else "")
+            sys.stdout.write((f"\n\n[{note}]" if note else "") + ("\n" if note or self.text else ""))
             sys.stdout.flush()
 
     def _schedule(self) -> None:
         now = self._clock()
         wait = self._last + self._interval - now
         if wait <= 0 and self._timer is None:  # else the due timer publishes the latest text
-            self._publish(self._view())
+            self._publish(self._bundle())
             return
         with self._lock:
             if self._timer is None and not self._closed:
@@ -102,19 +103,20 @@ class LiveReply:
     def _flush(self) -> None:
         with self._lock:
             self._timer = None
-        self._publish(self._view())
+        self._publish(self._bundle())
 
-    def _view(self) -> str:
-        return self.text or (f"*{self._status}*" if self._status and self.fmt == "markdown" else self._status)
+    def _bundle(self) -> dict[str, str]:
+        # The status stands in the area only until the first token arrives.
+        return bundle(self.text, self.fmt, "" if self.text else self._status)
 
-    def _publish(self, text: str, final: bool = False) -> None:
+    def _publish(self, data: dict[str, str], final: bool = False) -> None:
         with self._lock:
             if self._closed and not final:
                 return
             self._last = self._clock()
             self.updates += 1
             if self._handle is not None:
-                self._handle.update(bundle(text, self.fmt), raw=True)
+                self._handle.update(data, raw=True)
 
 
 def show_line(text: str, fmt: str, *, rich: bool) -> None:

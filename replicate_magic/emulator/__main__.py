@@ -1,0 +1,81 @@
+"""Command line: run the Replicate emulator until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from .models import MODELS
+from .server import Emulator
+
+_EPILOG = """\
+Point any Replicate client at the emulator with two environment variables,
+e.g. before starting Jupyter:
+
+  REPLICATE_BASE_URL=http://127.0.0.1:8700
+  REPLICATE_API_TOKEN=<the --token value, or any value without --token>
+
+Emulated models:
+  {models}
+
+Replies are deterministic and echo the prompt, turn, system prompt and
+temperature, so you can check what reached the "model". Streams are served
+on the second port, like Replicate's separate streaming host.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m replicate_magic.emulator",
+        description="Offline emulator of Replicate's HTTP API and SSE streams,\n"
+        "for testing notebooks without network access or an API token.",
+        epilog=_EPILOG.format(models="\n  ".join(MODELS)),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8700, help="API port (default: %(default)s; 0 = any free)")
+    parser.add_argument("--stream-port", type=int, default=8701,
+                        help="SSE stream port (default: %(default)s; 0 = any free)")
+    parser.add_argument("--token", default=None,
+                        help="require exactly this API token (default: accept any non-empty token)")
+    parser.add_argument("--tokens-per-second", type=float, default=30.0,
+                        help="output pacing; 0 = as fast as possible (default: %(default)s)")
+    parser.add_argument("--cold-start", type=float, default=0.0,
+                        help="seconds each prediction stays 'starting' (default: %(default)s)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    emulator = Emulator(
+        token=args.token, tokens_per_second=args.tokens_per_second, cold_start=args.cold_start,
+        host=args.host, port=args.port, stream_port=args.stream_port,
+    )
+    try:
+        emulator.start()
+    except OSError as exc:
+        print(f"error: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    # SIGTERM ends as cleanly as Ctrl-C (e.g. when a test harness or IDE stops us).
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"Replicate emulator: API on {emulator.base_url}, streams on {emulator.stream_base}")
+    print("Use it with these environment variables:")
+    print(f"REPLICATE_BASE_URL={emulator.base_url}")
+    print(f"REPLICATE_API_TOKEN={args.token or 'any-value'}")
+    print("Press Ctrl-C to stop.", flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emulator.close()
+    print("Emulator stopped.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""The API server (api.replicate.com): models, predictions, account."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import replace
+from typing import Any
+
+from aiohttp import web
+
+from .models import MODELS, EmulatedModel, find_model, find_version
+from .prediction import Prediction, generate, new_prediction_id
+from .problems import (
+    billing_required, invalid_version, not_found, problem, throttled, validation_failed,
+)
+from .responder import count_input_tokens, respond, tokenize
+from .state import STATE_KEY, EmulatorState, recording_middleware
+from .validation import InvalidField, parse_cancel_after, validate_body, validate_input
+
+__all__ = ["make_api_app"]
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_PREFER_WAIT = re.compile(r"^wait(?:=([1-9]|[1-9][0-9]|60))?$")
+_MIN_CANCEL_AFTER = 5.0  # seconds; documented minimum of Cancel-After
+
+
+class _RateWindow:
+    """Per-minute request counts, only to fill ``ratelimit-*`` headers like the real API."""
+
+    def __init__(self) -> None:
+        self._start = time.monotonic()
+        self._counts: dict[int, int] = {}
+
+    def headers(self, limit: int) -> dict[str, str]:
+        now = time.monotonic()
+        if now - self._start >= 60:
+            self._start, self._counts = now, {}
+        used = self._counts[limit] = self._counts.get(limit, 0) + 1
+        reset = max(1, round(60 - (now - self._start)))
+        return {"ratelimit-remaining": str(max(0, limit - used)), "ratelimit-reset": str(reset)}
+
+
+@web.middleware
+async def _ratelimit_headers(request: web.Request, handler: Any) -> web.StreamResponse:
+    response = await handler(request)
+    if response.status < 400:
+        is_create = request.method == "POST" and request.path.endswith("/predictions")
+        response.headers.update(request.app[_WINDOW_KEY].headers(600 if is_create else 3000))
+    return response
+
+
+_WINDOW_KEY: web.AppKey[_RateWindow] = web.AppKey("rate_window", _RateWindow)
+
+
+def _state(request: web.Request) -> EmulatorState:
+    return request.app[STATE_KEY]
+
+
+def _json(request: web.Request, data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status)
+
+
+async def _read_json(request: web.Request) -> tuple[Any, web.Response | None]:
+    try:
+        return await request.json(), None
+    except ValueError:
+        return None, problem(400, "The request body is not valid JSON.", "Bad request")
+
+
+async def create_for_model(request: web.Request) -> web.Response:
+    model = find_model(request.match_info["owner"], request.match_info["name"])
+    if model is None:
+        ref = f"{request.match_info['owner']}/{request.match_info['name']}"
+        return not_found(f"Model {ref} does not exist")
+    return await _create(request, model)
+
+
+async def create_for_version(request: web.Request) -> web.Response:
+    return await _create(request, None)
+
+
+def _resolve_version(version: Any) -> tuple[EmulatedModel | None, str]:
+    """A model and the version label for: a 64-hex id, ``owner/name:id`` or ``owner/name``."""
+    if not isinstance(version, str):
+        return None, ""
+    if _HEX64.match(version):
+        return find_version(version), version
+    ref, colon, version_id = version.partition(":")
+    model = MODELS.get(ref)
+    if model is None:
+        return None, ""
+    if colon:
+        return (model, version_id) if version_id == model.version_id else (None, "")
+    return model, "hidden"  # official models hide their version
+
+
+async def _create(request: web.Request, model: EmulatedModel | None) -> web.Response:
+    """Create a prediction; `model` None means the body names a `version` instead."""
+    state = _state(request)
+    if state.faults.take_counter("rate_limit"):
+        return throttled(state.faults.retry_after)
+    if state.faults.take_counter("billing_required"):
+        return billing_required()
+    body, error = await _read_json(request)
+    if error is not None:
+        return error
+    by_version = model is None
+    errors = validate_body(body, frozenset({"version"}) if by_version else frozenset())
+    if by_version and isinstance(body, dict) and "version" not in body:
+        errors.append(InvalidField("required", "(root)", "version is required"))
+    if errors:
+        return validation_failed(errors)
+    version = "hidden"
+    if model is None:
+        model, version = _resolve_version(body["version"])
+        if model is None:
+            return invalid_version()
+    errors = validate_input(body["input"], model.input_schema())
+    if errors:
+        return validation_failed(errors)
+    deadline: float | None = None
+    if "Cancel-After" in request.headers:
+        deadline = parse_cancel_after(request.headers["Cancel-After"])
+        if deadline is None or deadline < _MIN_CANCEL_AFTER:
+            return problem(422, "Cancel-After must be a duration of at least 5s, e.g. 30s, 5m, 1h30m.",
+                           "Invalid Cancel-After header")
+    pred = _start_prediction(state, model, version, body)
+    if deadline is not None:
+        pred.deadline_ns = pred.created_ns + int(deadline * 1e9)
+        pred.deadline_timer = asyncio.get_running_loop().call_later(deadline, pred.expire)
+    wait = _PREFER_WAIT.match(request.headers.get("Prefer", "").strip())
+    if wait:
+        await pred.wait_finished(float(wait.group(1) or 60))
+    return _json(request, pred.as_json(state.base_url, state.stream_base), status=201)
+
+
+def _start_prediction(state: EmulatorState, model: EmulatedModel, version: str,
+                      body: dict[str, Any]) -> Prediction:
+    faults = state.faults.take_prediction_faults()
+    tokens = faults.tokens
+    if tokens is None:
+        try:
+            tokens = tokenize(respond(model.ref, body["input"], model.properties))
+        except ValueError as exc:  # the model itself rejects the input at run time
+            tokens, faults = [], replace(faults, error_after=0, error_message=str(exc))
+    pred = Prediction(
+        id=new_prediction_id(), model=model.ref, version=version, input=body["input"],
+        faults=faults, has_stream=not faults.no_stream, webhook=body.get("webhook"),
+        input_token_count=count_input_tokens(body["input"]),
+    )
+    state.predictions[pred.id] = pred
+    tps = state.tokens_per_second if faults.tokens_per_second is None else faults.tokens_per_second
+    cold = state.cold_start if faults.cold_start is None else faults.cold_start
+    pred.task = asyncio.get_running_loop().create_task(generate(pred, list(tokens), tps, cold))
+    return pred
+
+
+def _prediction(request: web.Request) -> Prediction | None:
+    return _state(request).predictions.get(request.match_info["id"])
+
+
+async def get_prediction(request: web.Request) -> web.Response:
+    pred, state = _prediction(request), _state(request)
+    if pred is None:
+        return not_found(f"Prediction {request.match_info['id']} does not exist")
+    return _json(request, pred.as_json(state.base_url, state.stream_base))
+
+
+async def cancel_prediction(request: web.Request) -> web.Response:
+    pred, state = _prediction(request), _state(request)
+    if pred is None:
+        return not_found(f"Prediction {request.match_info['id']} does not exist")
+    pred.finish("canceled")  # no-op on a prediction that already ended
+    state.record_cancel(pred.id)
+    return _json(request, pred.as_json(state.base_url, state.stream_base))
+
+
+async def list_predictions(request: web.Request) -> web.Response:
+    state = _state(request)
+    preds = sorted(state.predictions.values(), key=lambda p: p.created_ns, reverse=True)
+    results = [p.as_json(state.base_url, state.stream_base) for p in preds]
+    return _json(request, {"next": None, "previous": None, "results": results})
+
+
+def _model(request: web.Request) -> EmulatedModel | None:
+    return find_model(request.match_info["owner"], request.match_info["name"])
+
+
+def _model_missing(request: web.Request) -> web.Response:
+    return not_found(f"Model {request.match_info['owner']}/{request.match_info['name']} does not exist")
+
+
+async def get_model(request: web.Request) -> web.Response:
+    model = _model(request)
+    return _json(request, model.model_object()) if model else _model_missing(request)
+
+
+async def list_models(request: web.Request) -> web.Response:
+    results = [m.model_object() for m in MODELS.values()]
+    return _json(request, {"next": None, "previous": None, "results": results})
+
+
+async def list_versions(request: web.Request) -> web.Response:
+    model = _model(request)
+    if model is None:
+        return _model_missing(request)
+    return _json(request, {"next": None, "previous": None, "results": [model.version_object()]})
+
+
+async def get_version(request: web.Request) -> web.Response:
+    model = _model(request)
+    if model is None:
+        return _model_missing(request)
+    if request.match_info["version"] != model.version_id:
+        return not_found(f"Version {request.match_info['version']} does not exist")
+    return _json(request, model.version_object())
+
+
+async def get_account(request: web.Request) -> web.Response:
+    return _json(request, {
+        "type": "user", "username": "emulator", "name": "Replicate Emulator",
+        "github_url": None, "avatar_url": None,
+    })
+
+
+def make_api_app(state: EmulatorState) -> web.Application:
+    app = web.Application(middlewares=[recording_middleware("api"), _ratelimit_headers])
+    app[STATE_KEY] = state
+    app[_WINDOW_KEY] = _RateWindow()
+    r = app.router
+    r.add_post("/v1/models/{owner}/{name}/predictions", create_for_model)
+    r.add_post("/v1/predictions", create_for_version)
+    r.add_get("/v1/predictions", list_predictions)
+    r.add_get("/v1/predictions/{id}", get_prediction)
+    r.add_post("/v1/predictions/{id}/cancel", cancel_prediction)
+    r.add_get("/v1/models", list_models)
+    r.add_get("/v1/models/{owner}/{name}", get_model)
+    r.add_get("/v1/models/{owner}/{name}/versions", list_versions)
+    r.add_get("/v1/models/{owner}/{name}/versions/{version}", get_version)
+    r.add_get("/v1/account", get_account)
+    return app

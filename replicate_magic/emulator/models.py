@@ -1,0 +1,285 @@
+"""The emulated models: names, fixed version ids and Cog input schemas (pure data).
+
+Schemas mirror the real models' ``openapi_schema`` (research notes, Part 3):
+same input names, types, defaults and bounds, so client code that maps generic
+options onto a model's own keys meets the same variety as on Replicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["EmulatedModel", "MODELS", "OUTPUT_SCHEMA", "find_model", "find_version"]
+
+# Streaming text models declare this exact Output schema (Cog ConcatenateIterator).
+OUTPUT_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "items": {"type": "string"},
+    "title": "Output",
+    "x-cog-array-type": "iterator",
+    "x-cog-array-display": "concatenate",
+}
+
+COG_VERSION = "0.9.4"
+
+
+def _prop(order: int, type_: str, description: str, **extra: Any) -> dict[str, Any]:
+    """One Input property the way Cog renders it (title derived from the name later)."""
+    prop: dict[str, Any] = {"type": type_, "description": description, "x-order": order}
+    prop.update(extra)
+    return prop
+
+
+@dataclass(frozen=True)
+class EmulatedModel:
+    """An official model: ``owner/name``, a fixed version id and its Input schema."""
+
+    owner: str
+    name: str
+    description: str
+    properties: dict[str, dict[str, Any]]
+    required: tuple[str, ...] = ()
+    version_created_at: str = "2024-04-17T21:44:13.346404Z"
+
+    @property
+    def ref(self) -> str:
+        return f"{self.owner}/{self.name}"
+
+    @property
+    def version_id(self) -> str:
+        # Stable across runs so tests and notebooks can pin it.
+        return hashlib.sha256(self.ref.encode()).hexdigest()
+
+    def input_schema(self) -> dict[str, Any]:
+        props = {}
+        for key, prop in self.properties.items():
+            props[key] = {"title": key.replace("_", " ").title(), **prop}
+        schema: dict[str, Any] = {"type": "object", "title": "Input", "properties": props}
+        if self.required:
+            schema["required"] = list(self.required)
+        return schema
+
+    def openapi_schema(self) -> dict[str, Any]:
+        return {
+            "openapi": "3.0.2",
+            "info": {"title": "Cog", "version": "0.1.0"},
+            "paths": {},
+            "components": {
+                "schemas": {
+                    "Input": self.input_schema(),
+                    "Output": dict(OUTPUT_SCHEMA),
+                }
+            },
+        }
+
+    def version_object(self) -> dict[str, Any]:
+        return {
+            "id": self.version_id,
+            "created_at": self.version_created_at,
+            "cog_version": COG_VERSION,
+            "openapi_schema": self.openapi_schema(),
+        }
+
+    def model_object(self) -> dict[str, Any]:
+        return {
+            "url": f"https://replicate.com/{self.ref}",
+            "owner": self.owner,
+            "name": self.name,
+            "description": self.description,
+            "visibility": "public",
+            "github_url": None,
+            "paper_url": None,
+            "license_url": None,
+            "run_count": 0,
+            "cover_image_url": None,
+            "default_example": None,
+            "latest_version": self.version_object(),
+        }
+
+
+def _llama(name: str, size: str) -> EmulatedModel:
+    return EmulatedModel(
+        owner="meta",
+        name=name,
+        description=f"A {size} parameter language model from Meta, fine tuned for chat completions",
+        required=("prompt",),
+        properties={
+            "prompt": _prop(0, "string", "Prompt to send to the model."),
+            "system_prompt": _prop(
+                1,
+                "string",
+                "System prompt to send to the model. This is prepended to the prompt "
+                "and helps guide system behavior.",
+                default="You are a helpful assistant",
+            ),
+            "prompt_template": _prop(
+                2,
+                "string",
+                "Template for formatting the prompt. Can be an arbitrary string, "
+                "but must contain the substring `{prompt}`.",
+                default="{prompt}",
+            ),
+            "max_tokens": _prop(
+                3, "integer", "The maximum number of tokens the model should generate as output.",
+                default=512,
+            ),
+            "min_tokens": _prop(
+                4, "integer", "The minimum number of tokens the model should generate as output.",
+                default=0,
+            ),
+            "temperature": _prop(
+                5, "number", "The value used to modulate the next token probabilities.",
+                default=0.6, minimum=0, maximum=5,
+            ),
+            "top_p": _prop(
+                6, "number",
+                "A probability threshold for generating the output. If < 1.0, only keep the "
+                "top tokens with cumulative probability >= top_p (nucleus filtering).",
+                default=0.9, minimum=0, maximum=1,
+            ),
+            "top_k": _prop(
+                7, "integer",
+                "The number of highest probability tokens to consider for generating the output.",
+                default=50,
+            ),
+            "presence_penalty": _prop(8, "number", "Presence penalty", default=1.15),
+            "frequency_penalty": _prop(9, "number", "Frequency penalty", default=0.2),
+            "stop_sequences": _prop(
+                10, "string",
+                "A comma-separated list of sequences to stop generation at. For example, "
+                "'<end>,<stop>' will stop generation at the first instance of 'end' or '<stop>'.",
+                default="<|end_of_text|>,<|eot_id|>",
+            ),
+        },
+    )
+
+
+_MIXTRAL = EmulatedModel(
+    owner="mistralai",
+    name="mixtral-8x7b-instruct-v0.1",
+    description="The Mixtral-8x7B-instruct-v0.1 Large Language Model (LLM) is a pretrained "
+    "generative Sparse Mixture of Experts tuned to be a helpful assistant.",
+    required=("prompt",),
+    version_created_at="2023-12-11T17:12:48.518357Z",
+    properties={
+        "prompt": _prop(0, "string", "Prompt to send to the model."),
+        "prompt_template": _prop(
+            1, "string",
+            "Template for formatting the prompt. Can be an arbitrary string, "
+            "but must contain the substring `{prompt}`.",
+            default="<s>[INST] {prompt} [/INST] ",
+        ),
+        "max_new_tokens": _prop(
+            2, "integer", "The maximum number of tokens the model should generate as output.",
+            default=512,
+        ),
+        "min_new_tokens": _prop(
+            3, "integer", "The minimum number of tokens the model should generate as output.",
+            default=-1,
+        ),
+        "temperature": _prop(
+            4, "number", "The value used to modulate the next token probabilities.",
+            default=0.6,
+        ),
+        "top_p": _prop(5, "number", "A probability threshold for generating the output.", default=0.9),
+        "top_k": _prop(
+            6, "integer",
+            "The number of highest probability tokens to consider for generating the output.",
+            default=50,
+        ),
+        "presence_penalty": _prop(7, "number", "Presence penalty", default=0),
+        "frequency_penalty": _prop(8, "number", "Frequency penalty", default=0),
+    },
+)
+
+_GPT4O_MINI = EmulatedModel(
+    owner="openai",
+    name="gpt-4o-mini",
+    description="Low latency, low cost version of OpenAI's GPT-4o model",
+    version_created_at="2025-05-01T16:04:21.412386Z",
+    properties={
+        "prompt": _prop(0, "string", "The prompt to send to the model. Do not use if using messages."),
+        "messages": _prop(
+            1, "array",
+            "A JSON string representing a list of messages. For example: "
+            '[{"role": "user", "content": "Hello, how are you?"}]. '
+            "If provided, prompt and system_prompt are ignored.",
+            items={"type": "object"}, default=[],
+        ),
+        "system_prompt": _prop(2, "string", "System prompt to set the assistant's behavior"),
+        "image_input": _prop(
+            3, "array", "List of images to send to the model",
+            items={"type": "string", "format": "uri"}, default=[],
+        ),
+        "temperature": _prop(
+            4, "number", "Sampling temperature between 0 and 2", default=1, minimum=0, maximum=2,
+        ),
+        "max_completion_tokens": _prop(
+            5, "integer", "Maximum number of completion tokens to generate", default=4096,
+        ),
+        "top_p": _prop(
+            6, "number", "Nucleus sampling parameter - the model considers the results of the "
+            "tokens with top_p probability mass. (0.1 means only the tokens comprising the top "
+            "10% probability mass are considered.)",
+            default=1, minimum=0, maximum=1,
+        ),
+        "frequency_penalty": _prop(
+            7, "number", "Frequency penalty parameter - positive values penalize the repetition "
+            "of tokens.", default=0, minimum=-2, maximum=2,
+        ),
+        "presence_penalty": _prop(
+            8, "number", "Presence penalty parameter - positive values penalize new tokens based "
+            "on whether they appear in the text so far.", default=0, minimum=-2, maximum=2,
+        ),
+    },
+)
+
+_CLAUDE = EmulatedModel(
+    owner="anthropic",
+    name="claude-3.7-sonnet",
+    description="The most intelligent Claude model and the first hybrid reasoning model on the market",
+    required=("prompt",),
+    version_created_at="2025-02-25T18:31:27.105943Z",
+    properties={
+        "prompt": _prop(0, "string", "Input prompt"),
+        "system_prompt": _prop(1, "string", "System prompt", default=""),
+        "image": _prop(
+            2, "string",
+            "Optional input image. Images are priced as (width px * height px)/750 input tokens",
+            format="uri",
+        ),
+        "max_tokens": _prop(
+            3, "integer", "Maximum number of output tokens", default=8192, minimum=1024, maximum=64000,
+        ),
+        "max_image_resolution": _prop(
+            4, "number",
+            "Maximum image resolution in megapixels. Scales down image before sending it to Claude, "
+            "to save time and money.",
+            default=0.5, minimum=0.001, maximum=2,
+        ),
+    },
+)
+
+MODELS: dict[str, EmulatedModel] = {
+    m.ref: m
+    for m in (
+        _llama("meta-llama-3-70b-instruct", "70 billion"),
+        _llama("meta-llama-3-8b-instruct", "8 billion"),
+        _MIXTRAL,
+        _GPT4O_MINI,
+        _CLAUDE,
+    )
+}
+
+
+def find_model(owner: str, name: str) -> EmulatedModel | None:
+    return MODELS.get(f"{owner}/{name}")
+
+
+def find_version(version_id: str) -> EmulatedModel | None:
+    for model in MODELS.values():
+        if model.version_id == version_id:
+            return model
+    return None

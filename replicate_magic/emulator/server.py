@@ -1,0 +1,188 @@
+"""`Emulator`: runs the API and stream servers on their own event loop in a daemon thread.
+
+A private loop makes the emulator usable from sync tests, from async tests running
+another loop, and next to a Jupyter kernel, without sharing anyone's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from types import TracebackType
+
+from aiohttp import web
+
+from .api import make_api_app
+from .faults import Faults
+from .prediction import Prediction
+from .state import EmulatorState, RecordedRequest
+from .stream import make_stream_app
+from .wire import LINE_ENDINGS
+
+__all__ = ["Emulator"]
+
+_SHUTDOWN_TIMEOUT = 2.0  # seconds granted to open handlers once streams were told to end
+
+
+def _url(host: str, port: int) -> str:
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"  # a wildcard bind is reachable on loopback
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+class Emulator:
+    """An offline Replicate: API on one port, SSE streams on another (as on the real service)."""
+
+    def __init__(
+        self,
+        token: str | None = None,
+        tokens_per_second: float = 0.0,
+        cold_start: float = 0.0,
+        line_ending: str = "\n",
+        split_writes: bool = False,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        stream_port: int = 0,
+    ) -> None:
+        if line_ending not in LINE_ENDINGS:
+            raise ValueError(f"line_ending must be one of {LINE_ENDINGS!r}")
+        if token is not None and not token:
+            raise ValueError("token must be non-empty (or None to accept any token)")
+        self._state = EmulatorState(
+            token=token, tokens_per_second=tokens_per_second, cold_start=cold_start,
+            line_ending=line_ending, split_writes=split_writes,
+        )
+        self._host, self._port, self._stream_port = host, port, stream_port
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runners: list[web.AppRunner] = []
+        self._startup_error: BaseException | None = None
+        self._cancels_taken = 0
+
+    # -- public API ---------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        return self._state.base_url
+
+    @property
+    def stream_base(self) -> str:
+        return self._state.stream_base
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        return self._state.requests
+
+    @property
+    def cancels(self) -> list[str]:
+        return self._state.cancels
+
+    @property
+    def predictions(self) -> dict[str, Prediction]:
+        return self._state.predictions
+
+    def inject(self, faults: Faults) -> None:
+        """Add faults: counters for the next requests, the rest for the next prediction."""
+        self._state.faults.inject(faults)
+
+    def wait_for_cancel(self, timeout: float = 5.0) -> str:
+        """Block until a cancel request arrives (or one not yet returned did); its id."""
+        cond = self._state.cancel_seen
+        with cond:
+            if not cond.wait_for(lambda: len(self._state.cancels) > self._cancels_taken, timeout):
+                raise TimeoutError(f"no cancel request within {timeout} s")
+            prediction_id = self._state.cancels[self._cancels_taken]
+            self._cancels_taken += 1
+            return prediction_id
+
+    def start(self) -> Emulator:
+        """Start both servers; returns once both ports listen."""
+        if self._thread is not None:
+            return self
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(ready,), name="replicate-emulator", daemon=True
+        )
+        self._thread.start()
+        ready.wait()
+        if self._startup_error is not None:
+            self._thread.join()
+            self._thread = None
+            raise self._startup_error
+        return self
+
+    def close(self) -> None:
+        """Cancel generations, end streams, stop both servers and the loop."""
+        if self._thread is None or self._loop is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
+        try:
+            future.result(timeout=_SHUTDOWN_TIMEOUT + 10)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._thread = None
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- loop thread --------------------------------------------------------
+    def _run(self, ready: threading.Event) -> None:
+        loop = self._loop
+        assert loop is not None
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._startup())
+        except BaseException as exc:  # e.g. port in use: re-raised in start()
+            self._startup_error = exc
+            loop.run_until_complete(self._cleanup_runners())
+        else:
+            ready.set()
+            loop.run_forever()
+        finally:
+            self._close_loop(loop)
+            ready.set()
+
+    async def _startup(self) -> None:
+        self._state.closing = False  # start() after close() serves again (on new ports if 0)
+        api = web.AppRunner(make_api_app(self._state), access_log=None,
+                            shutdown_timeout=_SHUTDOWN_TIMEOUT)
+        # Cancel a stream handler when its client disconnects, so idle streams don't linger.
+        stream = web.AppRunner(make_stream_app(self._state), access_log=None,
+                               shutdown_timeout=_SHUTDOWN_TIMEOUT, handler_cancellation=True)
+        for runner, port in ((api, self._port), (stream, self._stream_port)):
+            self._runners.append(runner)
+            await runner.setup()
+            await web.TCPSite(runner, self._host, port).start()
+        self._state.base_url = _url(self._host, api.addresses[0][1])
+        self._state.stream_base = _url(self._host, stream.addresses[0][1])
+
+    async def _shutdown(self) -> None:
+        self._state.closing = True
+        for pred in list(self._state.predictions.values()):
+            pred.shutdown()
+        await self._cleanup_runners()
+        tasks = [p.task for p in self._state.predictions.values() if p.task is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _cleanup_runners(self) -> None:
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+
+    @staticmethod
+    def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
