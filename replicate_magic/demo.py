@@ -50,15 +50,13 @@ def _run(notebook: Any, env: dict[str, str]) -> int:
     manager, client = start_new_kernel(kernel_name="python3", env=env)
     failures = 0
     try:
-        for index, cell in enumerate(notebook.cells):
-            if cell.cell_type != "code":
-                continue
-            print(f"\033[1mIn [{index}]:\033[0m {cell.source}")
+        code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
+        for number, cell in enumerate(code_cells, start=1):
+            print(f"\nIn [{number}]: {cell.source}")
             cell.outputs, status = _execute(client, cell)
             expected = "raises-exception" in cell.metadata.get("tags", [])
             if status == "error" and not expected:
                 failures += 1
-            print()
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=True)
@@ -66,13 +64,13 @@ def _run(notebook: Any, env: dict[str, str]) -> int:
 
 
 def _execute(client: Any, cell: Any) -> tuple[list[Any], str]:
-    """Run one cell, echoing its outputs; stream display updates as text deltas."""
+    """Run one cell, echoing its outputs; display updates print as text deltas."""
     import nbformat
 
     msg_id = send_execute(client, cell.source, cell.get("id"))
     outputs: list[Any] = []
-    shown: dict[str, str] = {}  # display id -> text already printed
-    by_display: dict[str, Any] = {}
+    by_display: dict[str, Any] = {}  # display id -> its output in ``outputs``
+    echo = _Echo()
     while True:
         message = client.get_iopub_msg(timeout=300)
         if message["parent_header"].get("msg_id") != msg_id:
@@ -80,28 +78,24 @@ def _execute(client: Any, cell: Any) -> tuple[list[Any], str]:
         kind, content = message["msg_type"], message["content"]
         if kind == "status" and content["execution_state"] == "idle":
             break
-        if kind in ("display_data", "update_display_data", "execute_result"):
-            text = content["data"].get("text/plain", "")
-            display_id = content.get("transient", {}).get("display_id")
-            if kind == "display_data" and shown:
-                print()  # a new output starts on its own line
-            if display_id:
-                _print_delta(shown, display_id, text)
-            else:
-                print(text)
-            output = nbformat.v4.output_from_msg(message) if kind != "update_display_data" else None
-            if kind == "update_display_data" and display_id in by_display:
+        display_id = content.get("transient", {}).get("display_id") if isinstance(content, dict) else None
+        if kind == "update_display_data":
+            echo.update(display_id, content["data"].get("text/plain", ""))
+            if display_id in by_display:
                 by_display[display_id]["data"] = content["data"]
-            elif output is not None:
-                outputs.append(output)
-                if display_id:
-                    by_display[display_id] = output
-        elif kind == "stream":
-            sys.stdout.write(content["text"])
-            outputs.append(nbformat.v4.output_from_msg(message))
-        elif kind == "error":
-            print("\033[31m" + "\n".join(content["traceback"]) + "\033[0m")
-            outputs.append(nbformat.v4.output_from_msg(message))
+        elif kind in ("display_data", "execute_result", "stream", "error"):
+            output = nbformat.v4.output_from_msg(message)
+            outputs.append(output)
+            if kind == "stream":
+                echo.write(content["text"])
+            elif kind == "error":
+                echo.line("\n".join(content["traceback"]), red=True)
+            elif display_id:
+                by_display[display_id] = output
+                echo.update(display_id, content["data"].get("text/plain", ""))
+            else:
+                echo.line(content["data"].get("text/plain", ""))
+    echo.line("")
     reply = client.get_shell_msg(timeout=60)
     return outputs, reply["content"]["status"]
 
@@ -115,14 +109,41 @@ def send_execute(client: Any, code: str, cell_id: str | None = None) -> str:
     return str(message["header"]["msg_id"])
 
 
-def _print_delta(shown: dict[str, str], display_id: str, text: str) -> None:
-    before = shown.get(display_id, "")
-    if text.startswith(before):
-        sys.stdout.write(text[len(before):])
-    else:  # a status line gave way to the reply, or a note was added: start the line again
-        sys.stdout.write("\r\033[K" + text)
-    sys.stdout.flush()
-    shown[display_id] = text
+class _Echo:
+    """Terminal echo of a cell's outputs; a streaming display prints only what is new."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stdout.isatty()
+        self.shown: dict[str, str] = {}  # display id -> text already printed
+        self.current: str | None = None  # the display id the cursor's line belongs to
+        self.mid_line = False
+
+    def update(self, display_id: str, text: str) -> None:
+        before = self.shown.get(display_id, "")
+        if display_id == self.current and text.startswith(before):
+            self.write(text[len(before):])
+        else:  # another output, or a status that gave way to the reply: a fresh line
+            if display_id == self.current and self.tty:
+                sys.stdout.write("\r\033[K")
+                self.mid_line = False
+            self.line("")
+            self.write(text)
+        self.current = display_id
+        self.shown[display_id] = text
+
+    def write(self, text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        if text:
+            self.mid_line = not text.endswith("\n")
+
+    def line(self, text: str, red: bool = False) -> None:
+        """Start a new line (if needed) and print ``text`` on it."""
+        if self.mid_line:
+            self.write("\n")
+        self.current = None
+        if text:
+            self.write((f"\033[31m{text}\033[0m" if red and self.tty else text) + "\n")
 
 
 if __name__ == "__main__":
