@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Mapping
@@ -16,16 +17,14 @@ import aiohttp
 from yarl import URL
 
 from .environment import DEFAULT_BASE_URL
-from .errors import InvalidRequestError, ModelError, ResponseError, StreamError, error_for_status, parse_problem
+from .errors import InvalidRequestError, ResponseError, StreamError, error_for_status, parse_problem
 from .inputs import ModelRef, input_properties
 from .sse import EventDecoder, ServerSentEvent
 
 USER_AGENT = "replicate-magic/0.1"
-TERMINAL = ("succeeded", "failed", "canceled", "aborted")
 _MAX_ATTEMPTS = 4  # one try and three retries, for 429 (any method) and 5xx (GET only)
 _MAX_RETRY_WAIT = 30.0
 _MAX_RESUMES = 5  # reconnects of one event stream with Last-Event-ID
-_POLL_INTERVAL = 0.5  # Replicate's clients poll at this rate
 # Schemas are fetched once per model and base URL; they change only with a new version.
 _schema_cache: dict[tuple[str, str], dict[str, Any] | None] = {}
 
@@ -176,32 +175,6 @@ class ReplicateClient:
                 continue
         raise StreamLost(f"the event stream broke {_MAX_RESUMES + 1} times before its done event")
 
-    async def poll_text(self, prediction: Mapping[str, Any], already: str = "") -> AsyncIterator[str]:
-        """Text beyond ``already`` by polling ``urls.get``, until the prediction ends."""
-        seen, changed_at = already, time.monotonic()
-        while True:
-            current = await self.get_prediction(prediction)
-            text = output_text(current.get("output"))
-            if not text.startswith(seen):
-                raise StreamError(
-                    "The stream broke and the output Replicate reports does not continue what "
-                    "arrived; the answer shown may be incomplete.",
-                    prediction_id=prediction.get("id"),
-                )
-            if len(text) > len(seen):
-                yield text[len(seen):]
-                seen, changed_at = text, time.monotonic()
-            status = current.get("status")
-            if status in TERMINAL:
-                raise_for_final_status(current)
-                return
-            if time.monotonic() - changed_at > self.timeouts.idle:
-                raise StreamError(
-                    f"No progress for {self.timeouts.idle:g} s: the model stalled.",
-                    prediction_id=prediction.get("id"),
-                )
-            await asyncio.sleep(_POLL_INTERVAL)
-
     # -- helpers --------------------------------------------------------------------------
 
     def trusts(self, url: str) -> bool:
@@ -245,8 +218,6 @@ class ReplicateClient:
             raise ResponseError(f"The stream answered with {content_type or 'no content type'}, not an event stream")
 
     def _json(self, body: str, url: str) -> dict[str, Any]:
-        import json
-
         try:
             data = json.loads(body)
         except ValueError:
@@ -276,29 +247,6 @@ class ReplicateClient:
 
 class _Retryable(Exception):
     """The stream host answered with a passing failure (429 or 5xx)."""
-
-
-def output_text(output: Any) -> str:
-    """A prediction's output as text: streaming models report a list of chunks."""
-    if output is None:
-        return ""
-    if isinstance(output, list):
-        return "".join(str(part) for part in output)
-    return str(output)
-
-
-def raise_for_final_status(prediction: Mapping[str, Any]) -> None:
-    status = prediction.get("status")
-    if status == "failed":
-        raise ModelError(
-            f"The model failed: {prediction.get('error') or 'no reason given'}",
-            detail=prediction.get("error"), prediction_id=prediction.get("id"),
-        )
-    if status in ("canceled", "aborted"):
-        raise ResponseError(
-            f"The prediction was {status} on Replicate before it finished",
-            prediction_id=prediction.get("id"),
-        )
 
 
 def _retry_delay(retry_after: str | None, attempt: int) -> float:

@@ -10,16 +10,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from contextlib import aclosing
 from typing import Any, AsyncIterator, Callable, Mapping
 
-from .client import ReplicateClient, StreamLost, raise_for_final_status
-from .errors import ModelError, ResponseError
+from .client import ReplicateClient, StreamLost
+from .errors import ModelError, ResponseError, StreamError
 from .inputs import Settings, build_input, parse_model
 from .sse import ServerSentEvent
 
 log = logging.getLogger(__name__)
 _CANCEL_WAIT = 5.0  # seconds a stopped stream waits for its cancel request
+_POLL_INTERVAL = 0.5  # Replicate's clients poll at this rate
+TERMINAL = ("succeeded", "failed", "canceled", "aborted")
 
 
 class PredictionStream:
@@ -92,7 +95,7 @@ class PredictionStream:
             except StreamLost as lost:
                 log.info("prediction %s: %s; polling instead", self.prediction.get("id"), lost)
         # No stream (a model that does not stream), or one that could not be resumed.
-        async with aclosing(self.client.poll_text(self.prediction, self.text)) as tokens:
+        async with aclosing(poll_text(self.client, self.prediction, self.text)) as tokens:
             async for token in tokens:
                 yield token
         self.finished = True
@@ -122,6 +125,58 @@ class PredictionStream:
     @property
     def prediction_id(self) -> str | None:
         return (self.prediction or {}).get("id")
+
+
+async def poll_text(
+    client: ReplicateClient, prediction: Mapping[str, Any], already: str = ""
+) -> AsyncIterator[str]:
+    """Text beyond ``already`` by polling ``urls.get``, until the prediction ends."""
+    seen, changed_at = already, time.monotonic()
+    while True:
+        current = await client.get_prediction(prediction)
+        text = output_text(current.get("output"))
+        if not text.startswith(seen):
+            raise StreamError(
+                "The stream broke and the output Replicate reports does not continue what "
+                "arrived; the answer shown may be incomplete.",
+                prediction_id=prediction.get("id"),
+            )
+        if len(text) > len(seen):
+            yield text[len(seen):]
+            seen, changed_at = text, time.monotonic()
+        status = current.get("status")
+        if status in TERMINAL:
+            raise_for_final_status(current)
+            return
+        if time.monotonic() - changed_at > client.timeouts.idle:
+            raise StreamError(
+                f"No progress for {client.timeouts.idle:g} s: the model stalled.",
+                prediction_id=prediction.get("id"),
+            )
+        await asyncio.sleep(_POLL_INTERVAL)
+
+
+def output_text(output: Any) -> str:
+    """A prediction's output as text: streaming models report a list of chunks."""
+    if output is None:
+        return ""
+    if isinstance(output, list):
+        return "".join(str(part) for part in output)
+    return str(output)
+
+
+def raise_for_final_status(prediction: Mapping[str, Any]) -> None:
+    status = prediction.get("status")
+    if status == "failed":
+        raise ModelError(
+            f"The model failed: {prediction.get('error') or 'no reason given'}",
+            detail=prediction.get("error"), prediction_id=prediction.get("id"),
+        )
+    if status in ("canceled", "aborted"):
+        raise ResponseError(
+            f"The prediction was {status} on Replicate before it finished",
+            prediction_id=prediction.get("id"),
+        )
 
 
 def _json_object(data: str) -> dict[str, Any]:
