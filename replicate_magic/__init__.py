@@ -13,14 +13,16 @@ from typing import TYPE_CHECKING, Any
 from .errors import MissingAuthError, ResponseError
 
 __version__ = "0.1.0"
-__all__ = ["MissingAuthError", "Replicate", "ResponseError", "__version__", "history"]
+__all__ = ["ChatPanel", "MissingAuthError", "Replicate", "ResponseError", "__version__", "history"]
 
 # name -> module that defines it; imported on first attribute access (PEP 562).
 _LAZY = {
     "Replicate": ".provider",
+    "ChatPanel": ".panel",
 }
 
 if TYPE_CHECKING:
+    from .panel import ChatPanel
     from .provider import Replicate
 
 

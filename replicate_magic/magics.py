@@ -59,7 +59,7 @@ class ReplicateMagics(Magics):
         The conversation is kept in the kernel, so the next cell continues it.
 
         As a line magic: ``%replicate history [NAME]``, ``reset [NAME]``, ``chats``,
-        ``export FILE [NAME]``, ``load FILE [NAME]``, ``models``.
+        ``export FILE [NAME]``, ``load FILE [NAME]``, ``models``, ``panel [NAME]``.
         """
         if cell is None:
             return self._subcommand(line)
@@ -183,8 +183,14 @@ class ReplicateMagics(Magics):
         rows.append("Any other owner/name or owner/name:version on Replicate works too.")
         return _Text("\n".join(rows))
 
+    def _cmd_panel(self, args: list[str]) -> Any:
+        name = _one_name(args, "panel [NAME]")
+        from .panel import ChatPanel  # ipywidgets loads here, not at %load_ext
 
-_SUBCOMMANDS = ("history", "reset", "chats", "export", "load", "models")
+        return ChatPanel(chat=name, model_name=self.model, max_history=self.max_history)
+
+
+_SUBCOMMANDS = ("history", "reset", "chats", "export", "load", "models", "panel")
 _SUBCOMMAND_HELP = """\
 %%replicate [options]   ask a model; the cell is the prompt (%%replicate? lists the options)
 %replicate history [NAME]      show a conversation (default: default)
@@ -192,7 +198,8 @@ _SUBCOMMAND_HELP = """\
 %replicate chats               list the conversations
 %replicate export FILE [NAME]  save a conversation as JSON
 %replicate load FILE [NAME]    load a conversation from JSON
-%replicate models              models known by name"""
+%replicate models              models known by name
+%replicate panel [NAME]        a chat panel on that conversation (shared with -c NAME)"""
 
 
 def _one_name(args: list[str], usage: str, most: int = 1) -> str:

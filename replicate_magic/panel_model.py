@@ -1,0 +1,307 @@
+"""The chat panel's state and actions, apart from its widgets: testable without a frontend.
+
+``PanelModel`` is the ipywidgets tutorial's "model" half (``panel.py`` is the view). Its
+traits say what the view shows; ``send`` / ``stop`` / ``clear`` are what its buttons do.
+A turn runs on the private loop the magic uses (``shared_loop().submit``), so ``send``
+returns at once and the kernel stays free to see a Stop click. Trait changes made by a
+running turn happen on that loop's thread; observers must only set values (widget traits),
+never use ``with output:``.
+
+Conversations live in the kernel's store, shared with ``%%replicate -c NAME``: the model
+re-reads its conversation on each turn (and whenever ``refresh`` is called), and a turn is
+recorded only when its reply completes (``ChatSession`` does that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+from traitlets import Bool, Float, HasTraits, Instance, Int, Tuple, Unicode, observe, validate
+
+from .catalog import DEFAULT_MODEL, resolve_model
+from .chat import ChatSession, TurnRequest, TurnResult
+from .display import FRAME_RATE
+from .errors import ReplicateMagicError
+from .inputs import Settings
+from .loop import shared_loop
+from .streaming import PredictionStream
+
+__all__ = ["Draft", "FrameThrottle", "PanelModel"]
+
+log = logging.getLogger(__name__)
+
+_CREATE_POLL = 0.02  # seconds between looks for the prediction id while stopping
+STOPPED = "stopped"
+FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Draft:
+    """The exchange not (yet) in the history: the one streaming, or the last one that
+    was stopped or failed (its partial reply stays visible, marked by ``note``)."""
+
+    prompt: str
+    reply: str
+    model: str
+    note: str = ""  # "" while streaming, else STOPPED or FAILED
+
+
+class FrameThrottle:
+    """Calls ``publish`` at most ``rate`` times a second, however often ``changed`` is called.
+
+    The magic's idea (display.LiveReply) in a form free of display handles: a change that
+    comes too soon arms one timer on the running loop, which publishes the latest state, so
+    nothing waits for the next token. Every call must come from that loop's thread.
+    """
+
+    def __init__(
+        self, publish: Callable[[], None], rate: float = FRAME_RATE, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._publish = publish
+        self._interval = 1.0 / rate
+        self._clock = clock
+        self._last = float("-inf")
+        self._timer: asyncio.TimerHandle | None = None
+
+    def changed(self) -> None:
+        if self._timer is not None:
+            return  # the armed timer will show this change too
+        wait = self._last + self._interval - self._clock()
+        if wait <= 0:
+            self._fire()
+        else:
+            self._timer = asyncio.get_running_loop().call_later(wait, self._fire)
+
+    def cancel(self) -> None:
+        """Drop a pending publish (the caller shows the final state itself)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._last = self._clock()
+        self._publish()
+
+
+class PanelModel(HasTraits):
+    """One conversation's chat state: settings in, busy/status/draft/turns out."""
+
+    chat = Unicode("default", help="The conversation's name, shared with %%replicate -c NAME.")
+    model_name = Unicode(DEFAULT_MODEL, help="owner/name, owner/name:version or an alias.")
+    temperature = Float(0.7, min=0.0, max=2.0)
+    max_tokens = Int(1024, min=1)
+    system_prompt = Unicode("", help="Sent with each turn; becomes the conversation's system prompt.")
+    max_history = Int(20, min=0, help="Earlier turns sent with each request.")
+
+    busy = Bool(False, help="A turn is running (or stopping).")
+    status = Unicode("", help="One line of progress, result or error.")
+    error = Bool(False, help="status is an error message.")
+    draft = Instance(Draft, allow_none=True, help="The exchange not in the history, if any.")
+    turns = Tuple(help="The conversation's recorded turns, as last read from the store.")
+
+    def __init__(self, session: ChatSession | None = None, **kwargs: Any) -> None:
+        self.session = session if session is not None else ChatSession()
+        # The kernel thread acts while the loop thread finishes a turn; re-entrant because
+        # observers of the traits set under it may call back in.
+        self._lock = threading.RLock()
+        self._task: concurrent.futures.Future[TurnResult | None] | None = None
+        self._stream: PredictionStream | None = None  # the running turn's, once it has one
+        self._stopper: concurrent.futures.Future[None] | None = None
+        self._finished: concurrent.futures.Future[TurnResult | None] = concurrent.futures.Future()
+        self._finished.set_result(None)
+        self._clear_when_stopped = False
+        self._system_seen: str | None = None
+        super().__init__(**kwargs)
+        self.refresh()
+
+    # -- actions (called from the kernel thread: button clicks, notebook code) ----------------
+
+    def send(self, prompt: str) -> concurrent.futures.Future[TurnResult | None] | None:
+        """Start a turn and return at once; None when nothing was started (status says why).
+
+        The future resolves when the turn is over: to its result, or to None when it was
+        stopped or failed. ``await model.wait()`` is the same without blocking a kernel.
+        """
+        prompt = prompt.strip()
+        with self._lock:
+            if self.busy:
+                self._say("Still answering: press Stop first, or wait.")
+                return None
+            if not prompt:
+                self._say("Type a message first.")
+                return None
+            self.refresh()  # turns the magic recorded since count as history for this one
+            request = self._request(prompt)
+            self.busy = True
+            self._stream = self._stopper = None
+            self._finished = concurrent.futures.Future()
+            self.draft = Draft(prompt, "", request.model)
+            self._say(f"asking {request.model}…")
+            try:
+                self._task = shared_loop().submit(self._run(request, self._finished))
+            except BaseException:
+                self.busy = False
+                raise
+            return self._finished
+
+    def stop(self) -> None:
+        """Cancel the running turn; its cleanup cancels the prediction on Replicate."""
+        with self._lock:
+            task = self._task
+            if task is None or task.done() or self._stopper is not None:
+                return
+            self._say("stopping…")
+            self._stopper = shared_loop().submit(self._cancel_once_created(task))
+
+    async def _cancel_once_created(self, task: concurrent.futures.Future[Any]) -> None:
+        # A prediction is cancelled by its id, which comes with the answer to the create
+        # request: cancelling the turn during that request would leave it running, unseen,
+        # on Replicate. So wait (briefly) for the id, then cancel; ask() cancels it remotely.
+        while not task.done() and (self._stream is None or self._stream.prediction is None):
+            await asyncio.sleep(_CREATE_POLL)
+        task.cancel()  # the loop's future: cancels the task (CancelledError in ask())
+
+    def clear(self) -> None:
+        """Forget the conversation (after stopping a running turn)."""
+        with self._lock:
+            if self.busy:
+                self._clear_when_stopped = True  # done by the turn as it ends, on its thread
+            else:
+                self._reset_conversation()
+                return
+        self.stop()
+
+    async def wait(self) -> TurnResult | None:
+        """Await the current (or last) turn from any event loop, e.g. a notebook cell."""
+        return await asyncio.wrap_future(self._finished)
+
+    def refresh(self) -> None:
+        """Re-read the conversation: turns (and a system prompt set elsewhere, e.g. by -s)."""
+        store = self.session.store
+        conversation = store.get(self.chat) if self.chat in store else None
+        turns = conversation.turns if conversation is not None else ()
+        if turns != self.turns and not self.busy and self.draft is not None and self.draft.note:
+            self.draft = None  # a turn made elsewhere (the magic) follows the stopped one: drop it
+        self.turns = turns
+        system = conversation.system if conversation is not None else None
+        if system != self._system_seen:  # changed elsewhere: show it; else keep the user's edit
+            self._system_seen = system
+            self.system_prompt = system or ""
+
+    # -- the turn (runs on the private loop's thread) ---------------------------------------
+
+    async def _run(
+        self, request: TurnRequest, finished: concurrent.futures.Future[TurnResult | None],
+    ) -> TurnResult | None:
+        reply: list[str] = []
+
+        def publish() -> None:
+            if self.draft is not None:
+                self.draft = replace(self.draft, reply="".join(reply))
+
+        throttle = FrameThrottle(publish)
+
+        def on_token(token: str) -> None:
+            reply.append(token)
+            throttle.changed()
+
+        def on_log(line: str) -> None:
+            if not reply:  # boot logs matter only until the reply starts
+                self._say(line.strip()[:200] or self.status)
+
+        result: TurnResult | None = None
+        outcome: BaseException | None = None
+        try:
+            result = await self.session.ask(request, on_token=on_token, on_log=on_log, on_start=self._started)
+        except asyncio.CancelledError:
+            self._end_turn(STOPPED, "".join(reply),
+                           "Stopped: the prediction was cancelled; this turn is not in the history.")
+            raise
+        except ReplicateMagicError as error:
+            # The conversation is intact: ChatSession records only finished turns.
+            self._end_turn(FAILED, "".join(reply), str(error), error=True)
+        except Exception as error:  # a bug: show it, and keep it for whoever awaits the turn
+            log.exception("chat panel turn failed")
+            self._end_turn(FAILED, "".join(reply), f"Unexpected error: {type(error).__name__}: {error}",
+                           error=True)
+            outcome = error
+        else:
+            self._end_turn("", result.text, _result_line(result))
+        finally:
+            throttle.cancel()
+            self._settle(finished, result, outcome)
+        return result
+
+    def _started(self, stream: PredictionStream) -> None:
+        self._stream = stream
+
+    def _end_turn(self, note: str, reply: str, status: str, error: bool = False) -> None:
+        if note:
+            if self.draft is not None:
+                self.draft = replace(self.draft, reply=reply, note=note)
+        else:
+            self.draft = None  # the turn is in the history now
+        self.refresh()
+        self._say(status, error=error)
+
+    def _settle(
+        self, finished: concurrent.futures.Future[TurnResult | None], result: TurnResult | None,
+        outcome: BaseException | None,
+    ) -> None:
+        with self._lock:
+            if self._clear_when_stopped:
+                self._clear_when_stopped = False
+                self._reset_conversation()
+            self.busy = False
+        # Last, so that whoever awaits the turn sees the panel ready for the next one.
+        if outcome is not None:
+            finished.set_exception(outcome)
+        else:
+            finished.set_result(result)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _request(self, prompt: str) -> TurnRequest:
+        return TurnRequest(
+            prompt=prompt,
+            chat=self.chat,
+            model=resolve_model(self.model_name),
+            settings=Settings(max_tokens=self.max_tokens, temperature=self.temperature),
+            system=self.system_prompt,  # the box's text becomes the conversation's (on success)
+            max_history=self.max_history,
+        )
+
+    def _reset_conversation(self) -> None:
+        self.session.store.reset(self.chat)
+        self.draft = None
+        self.refresh()
+        self._say(f"Conversation {self.chat!r} is empty now.")
+
+    def _say(self, text: str, error: bool = False) -> None:
+        with self.hold_trait_notifications():
+            self.status = text
+            self.error = error
+
+    @observe("chat")
+    def _on_chat_changed(self, change: dict[str, Any]) -> None:
+        self.draft = None
+        self.refresh()
+
+    @validate("chat")
+    def _valid_chat(self, proposal: dict[str, Any]) -> str:
+        return proposal["value"].strip() or "default"
+
+
+def _result_line(result: TurnResult) -> str:
+    line = result.metrics.line()
+    if result.ignored:
+        line += f" · not taken by this model: {', '.join(result.ignored)}"
+    return line
+

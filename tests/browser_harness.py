@@ -1,0 +1,185 @@
+"""JupyterLab in a subprocess and Debian's Chromium driven by Playwright, for test_browser.py.
+
+The recipe of research/runtime.md, Experiment 4: throw-away config, runtime, workspace and
+settings dirs; news and update checks off (their toast covers the page); notebook windowing
+off (else off-screen cells leave the DOM); ``--allow-root``; ``--IdentityProvider.token``;
+a tall viewport (JupyterLab scrolls inside the page, so full-page shots show no more);
+``executable_path`` so Playwright downloads no browser. Kernels inherit the server's
+environment, which is how they find the emulator.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import IO, Any, Callable
+
+CHROMIUM = Path("/usr/bin/chromium")
+SERVER_TOKEN = "browser-test-token"  # the Jupyter server's, not Replicate's
+REPO = Path(__file__).resolve().parent.parent
+SCREENSHOTS = REPO / "artifacts" / "screenshots"
+_CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+_LAB_SETTINGS = {
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
+}
+_SERVER_CONFIG = "c.LabApp.news_url = None\nc.LabApp.check_for_updates_class = 'jupyterlab.NeverCheckForUpdate'\n"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class JupyterLab:
+    """``jupyter lab`` serving ``root`` on 127.0.0.1, with its own throw-away settings."""
+
+    def __init__(self, root: Path, home: Path, env: dict[str, str]) -> None:
+        self.root = root
+        self.home = home
+        self.port = free_port()
+        self._env = env
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}?token={SERVER_TOKEN}"
+
+    def start(self, timeout: float = 60) -> JupyterLab:
+        dirs = {name: self.home / name for name in ("config", "runtime", "workspaces", "settings", "ipython")}
+        for folder in dirs.values():
+            folder.mkdir(parents=True, exist_ok=True)
+        for name, value in _LAB_SETTINGS.items():
+            target = dirs["settings"] / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(json.dumps(value))
+        (dirs["config"] / "jupyter_server_config.py").write_text(_SERVER_CONFIG)
+        env = {
+            **self._env,
+            "JUPYTER_CONFIG_DIR": str(dirs["config"]), "JUPYTER_RUNTIME_DIR": str(dirs["runtime"]),
+            "JUPYTERLAB_WORKSPACES_DIR": str(dirs["workspaces"]), "JUPYTERLAB_SETTINGS_DIR": str(dirs["settings"]),
+            "IPYTHONDIR": str(dirs["ipython"]),
+        }
+        self._log = (self.home / "jupyter.log").open("wb")
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
+             f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
+             f"--IdentityProvider.token={SERVER_TOKEN}", f"--ServerApp.root_dir={self.root}"],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while not self._ready():
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"JupyterLab did not start; its log:\n{self.log()[-3000:]}")
+            time.sleep(0.2)
+        return self
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url("api/status"), timeout=2) as answer:
+                return answer.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def log(self) -> str:
+        path = self.home / "jupyter.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        """SIGTERM: the server shuts its kernels down; kill it if it takes too long."""
+        if self._process is not None:
+            if self._process.poll() is None:
+                self._process.send_signal(signal.SIGTERM)
+                try:
+                    self._process.wait(15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(self._process.pid, signal.SIGKILL)
+                    self._process.wait()
+            self._process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def launch_chromium(playwright: Any, profile: Path) -> Any:
+    return playwright.chromium.launch_persistent_context(
+        str(profile), executable_path=str(CHROMIUM), headless=True, args=_CHROMIUM_ARGS,
+        viewport={"width": 1200, "height": 2400},
+    )
+
+
+class Notebook:
+    """One open notebook in JupyterLab, driven with the keyboard like a user would."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+
+    def open(self, url: str) -> Notebook:
+        self.page.goto(url)
+        self.page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+        # The kernel is ready when the status bar says so.
+        self.page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=60_000)
+        return self
+
+    def cell(self, index: int) -> Any:
+        return self.page.locator(".jp-Notebook .jp-Cell").nth(index)
+
+    def run(self, index: int) -> None:
+        """Shift+Enter in that cell; returns once it is queued or running, not finished."""
+        for _ in range(3):
+            self.cell(index).locator(".jp-InputArea-editor").click()
+            self.page.keyboard.press("Shift+Enter")
+            try:
+                # A cell sent to the kernel shows [*] at once; a key press that came while
+                # the kernel connection was still settling leaves [ ] and is safe to repeat.
+                wait_for(lambda: self.prompt(index) != "", 3, f"cell {index} to start")
+                return
+            except AssertionError:
+                continue
+        raise AssertionError(f"cell {index} did not start after three tries")
+
+    def prompt(self, index: int) -> str:
+        """What the execution count shows: "" (never run), "*" (queued or running) or a number."""
+        return self.cell(index).locator(".jp-InputArea-prompt").inner_text().strip("[]: \n\xa0")
+
+    def busy(self, index: int) -> bool:
+        return self.prompt(index) == "*"
+
+    def wait_done(self, index: int, timeout: float = 30) -> None:
+        wait_for(lambda: self.prompt(index) not in ("", "*"), timeout, f"cell {index} to finish")
+
+    def output_text(self, index: int) -> str:
+        return self.cell(index).locator(".jp-Cell-outputArea").inner_text()
+
+    def save(self) -> None:
+        self.page.keyboard.press("Control+s")
+        wait_for(lambda: not self.page.locator(".jp-mod-dirty").count(), 10, "the notebook to be saved")
+
+    def screenshot(self, name: str) -> Path:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / f"{name}.png"
+        self.page.screenshot(path=str(path))
+        return path
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
+    """Poll ``condition`` until it is truthy; its value. Raises naming ``what`` it waited for."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)

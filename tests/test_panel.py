@@ -1,0 +1,445 @@
+"""The chat panel in plain pytest: widgets driven by their values and ``Button.click()``,
+turns streamed from the emulator over real sockets. The browser side is test_browser.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from html.parser import HTMLParser
+from typing import Callable, Iterator
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from ipywidgets import Button, Combobox
+
+import replicate_magic
+from replicate_magic.catalog import DEFAULT_MODEL, KNOWN_MODELS
+from replicate_magic.conversation import kernel_store
+from replicate_magic.emulator import Faults
+from replicate_magic.panel import ChatPanel
+from replicate_magic.panel_model import FrameThrottle
+from replicate_magic.safe_markdown import to_html
+
+from .conftest import TOKEN
+
+WORDS = [f" word{n}" for n in range(40)]
+
+
+@pytest.fixture
+def make_panel(env_emu) -> Iterator[Callable[..., ChatPanel]]:
+    kernel_store.clear()
+    panels: list[ChatPanel] = []
+
+    def make(chat: str = "default", **settings) -> ChatPanel:
+        panel = ChatPanel(chat=chat, **settings)
+        panels.append(panel)
+        return panel
+
+    yield make
+    for panel in panels:
+        panel.close()
+        wait(panel)
+    kernel_store.clear()
+
+
+@pytest.fixture
+def ip(env_emu):
+    shell = InteractiveShell.instance()
+    shell.history_manager.enabled = False
+    shell.extension_manager.load_extension("replicate_magic")
+    yield shell
+    shell.extension_manager.unload_extension("replicate_magic")
+
+
+# -- what a user sees ------------------------------------------------------------------------------
+
+
+def buttons(panel: ChatPanel) -> dict[str, Button]:
+    return {w.description: w for w in walk(panel) if isinstance(w, Button)}
+
+
+def walk(widget) -> list:
+    found = []
+    for child in getattr(widget, "children", ()):
+        found += [child, *walk(child)]
+    return found
+
+
+def conversation_text(panel: ChatPanel) -> str:
+    """The conversation as a reader sees it (the text of its HTML, history then live),
+    with runs of white space as one space, as a browser shows them."""
+    return squash(visible(panel._history.value) + " " + visible(panel._live.value))
+
+
+def squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+def visible(markup: str) -> str:
+    parser = _TextOnly()
+    parser.feed(markup)
+    return "".join(parser.text)
+
+
+class _TextOnly(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.text: list[str] = []
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag in ("p", "div", "br", "li", "pre"):
+            self.text.append("\n")
+
+
+def type_and_send(panel: ChatPanel, text: str) -> None:
+    panel._prompt.value = text
+    buttons(panel)["Send"].click()
+
+
+def wait(panel: ChatPanel, timeout: float = 10) -> None:
+    """Until the turn is over, the way a notebook waits: ``await panel.model.wait()``."""
+    asyncio.run(asyncio.wait_for(panel.model.wait(), timeout))
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+
+
+def last_input(emu) -> dict:
+    return [r for r in emu.requests if r.method == "POST" and r.path.endswith("predictions")][-1].json["input"]
+
+
+def reply_of(emu, index: int = -1) -> str:
+    return "".join(list(emu.predictions.values())[index].output)
+
+
+# -- the panel ---------------------------------------------------------------------------------------
+
+
+def test_panel_shows_its_controls_and_an_empty_conversation(make_panel):
+    panel = make_panel("ideas")
+    assert list(buttons(panel)) == ["Send", "Stop", "Clear"]
+    assert buttons(panel)["Stop"].disabled and not buttons(panel)["Send"].disabled
+    (picker,) = [w for w in walk(panel) if isinstance(w, Combobox)]
+    assert picker.options == KNOWN_MODELS and picker.ensure_option is False and picker.value == DEFAULT_MODEL
+    assert (panel._temperature.value, panel._max_tokens.value) == (0.7, 1024)
+    assert "<code>ideas</code>" in panel._title.value
+    assert "Conversation ideas is empty" in conversation_text(panel)
+
+
+def test_send_returns_at_once_and_streams_the_reply(make_panel, env_emu):
+    panel = make_panel()
+    env_emu.inject(Faults(tokens=WORDS, tokens_per_second=200))
+    started = time.monotonic()
+    type_and_send(panel, "Hello there")
+    assert time.monotonic() - started < 0.5  # the click handler never waits for the model
+    assert panel._prompt.value == "" and buttons(panel)["Send"].disabled and not buttons(panel)["Stop"].disabled
+    wait_until(lambda: "word3" in conversation_text(panel))
+    assert "word39" not in conversation_text(panel)  # seen mid-stream, not only at the end
+    wait(panel)
+    shown = conversation_text(panel)
+    assert "You Hello there" in shown and squash("".join(WORDS)) in shown
+    assert "tokens" in panel.model.status and not panel.model.error
+    assert not buttons(panel)["Send"].disabled and buttons(panel)["Stop"].disabled
+    assert replicate_magic.history() == [
+        {"role": "user", "content": "Hello there"}, {"role": "assistant", "content": "".join(WORDS)},
+    ]
+    assert panel._live.value == ""  # the turn moved into the history
+
+
+def test_reply_updates_are_coalesced_to_a_frame_rate(make_panel, env_emu):
+    panel = make_panel()
+    frames: list[str] = []
+    panel._live.observe(lambda change: frames.append(change.new), names="value")
+    env_emu.inject(Faults(tokens=["tok "] * 600, tokens_per_second=2000))  # ~0.3 s, far faster than 20/s
+    started = time.monotonic()
+    type_and_send(panel, "Go")
+    wait(panel)
+    elapsed = time.monotonic() - started
+    assert len(frames) <= elapsed * 20 + 4  # start, frames, final; never one per token
+    assert squash("tok " * 600) in conversation_text(panel)
+
+
+def test_stop_cancels_the_prediction_and_the_panel_is_ready_again(make_panel, env_emu):
+    panel = make_panel()
+    env_emu.inject(Faults(tokens=WORDS, stall_after=3))
+    type_and_send(panel, "Tell me a long story")
+    wait_until(lambda: "word2" in conversation_text(panel))
+    buttons(panel)["Stop"].click()
+    (prediction_id,) = list(env_emu.predictions)
+    assert env_emu.wait_for_cancel(5) == prediction_id
+    wait(panel)
+    assert panel.model.status.startswith("Stopped") and not panel.model.busy
+    shown = conversation_text(panel)
+    assert "word0 word1 word2 stopped: this turn is not in the history" in shown
+    assert replicate_magic.history() == []
+    assert not buttons(panel)["Send"].disabled and buttons(panel)["Stop"].disabled
+
+    type_and_send(panel, "Something short")
+    wait(panel)
+    assert "turn 1." in reply_of(env_emu)  # the stopped turn was never sent as history
+    assert "stopped" not in conversation_text(panel)  # the next turn replaces the stopped one
+    assert [m["content"] for m in replicate_magic.history()] == ["Something short", reply_of(env_emu)]
+
+
+def test_stop_during_cold_start_cancels_too(make_panel, env_emu):
+    panel = make_panel()
+    env_emu.inject(Faults(cold_start=4))
+    type_and_send(panel, "Hi")
+    wait_until(lambda: "Booting" in panel.model.status)  # the model's boot logs show meanwhile
+    buttons(panel)["Stop"].click()
+    assert env_emu.wait_for_cancel(5) in env_emu.predictions
+    wait(panel)
+    assert panel.model.status.startswith("Stopped")
+
+
+def test_an_error_shows_in_the_status_line_and_the_conversation_stays(make_panel, env_emu):
+    panel = make_panel()
+    type_and_send(panel, "Keep me")
+    wait(panel)
+    before = replicate_magic.history()
+    panel._picker.value = "nobody/no-such-model"  # typed into the picker: not one of its options
+    type_and_send(panel, "Lost?")
+    wait(panel)
+    assert panel.model.error and "404" in panel.model.status and "404" in panel._status.value
+    assert "error-color" in panel._status.value
+    assert TOKEN not in panel._status.value
+    assert replicate_magic.history() == before and "Keep me" in conversation_text(panel)
+
+    panel._picker.value = KNOWN_MODELS[1]
+    type_and_send(panel, "Back again")
+    wait(panel)
+    assert not panel.model.error and "turn 2." in reply_of(env_emu)
+
+
+def test_an_error_mid_stream_keeps_the_partial_reply_out_of_the_history(make_panel, env_emu):
+    panel = make_panel()
+    env_emu.inject(Faults(tokens=WORDS, error_after=4))
+    type_and_send(panel, "Go")
+    wait(panel)
+    assert "CUDA out of memory" in panel.model.status and panel.model.error
+    shown = conversation_text(panel)
+    assert "word0 word1 word2 word3 failed: this turn is not in the history" in shown
+    assert replicate_magic.history() == []
+
+
+def test_markup_in_a_status_or_model_name_is_shown_as_text(make_panel):
+    panel = make_panel()
+    panel._picker.value = "<img src=x onerror=alert(1)>"
+    type_and_send(panel, "Hi")
+    wait(panel)
+    assert "&lt;img src=x onerror=alert(1)&gt;" in panel._status.value and "<img" not in panel._status.value
+    assert "<img" not in panel._live.value and "&lt;img src=x" in panel._live.value
+
+
+def test_html_in_a_reply_is_shown_as_text_never_run(make_panel, env_emu):
+    panel = make_panel()
+    env_emu.inject(Faults(tokens=["See ", "<script>alert(1)</script>", " and ", '<img src=x onerror="alert(2)">']))
+    type_and_send(panel, "Say something <b>bold</b>")
+    wait(panel)
+    shown = panel._history.value
+    assert "<script" not in shown and "<img" not in shown and "<b>bold" not in shown
+    assert "<script>alert(1)</script>" in conversation_text(panel)  # visible, as typed
+
+
+def test_settings_and_system_prompt_reach_the_model(make_panel, env_emu):
+    panel = make_panel(model_name="mistralai/mixtral-8x7b-instruct-v0.1")
+    panel._temperature.value, panel._max_tokens.value, panel._system.value = 0.3, 42, "Be brief."
+    type_and_send(panel, "Hi")
+    wait(panel)
+    sent = last_input(env_emu)
+    assert (sent["temperature"], sent["max_new_tokens"]) == (0.3, 42)
+    assert sent["prompt"].startswith("System: Be brief.")
+    assert replicate_magic.history()[0] == {"role": "system", "content": "Be brief."}
+
+
+def test_send_needs_a_prompt_and_one_turn_at_a_time(make_panel, env_emu):
+    panel = make_panel()
+    type_and_send(panel, "   ")
+    assert panel.model.status == "Type a message first." and env_emu.predictions == {}
+    env_emu.inject(Faults(stall_after=1))
+    assert panel.model.send("First") is not None
+    assert panel.model.send("Second") is None and "Still answering" in panel.model.status
+    panel.model.stop()  # at once: the prediction is still being created
+    env_emu.wait_for_cancel(5)
+    wait(panel)
+    assert [p.status for p in env_emu.predictions.values()] == ["canceled"]  # none left running unseen
+
+
+def test_clear_forgets_the_conversation(make_panel, env_emu):
+    panel = make_panel()
+    type_and_send(panel, "Remember me")
+    wait(panel)
+    buttons(panel)["Clear"].click()
+    assert replicate_magic.history() == [] and "is empty" in conversation_text(panel)
+    assert "Remember me" not in conversation_text(panel)
+
+
+def test_clear_while_streaming_stops_first(make_panel, env_emu):
+    panel = make_panel()
+    type_and_send(panel, "Keep?")
+    wait(panel)
+    env_emu.inject(Faults(stall_after=2))
+    type_and_send(panel, "Streaming")
+    wait_until(lambda: panel.model.draft is not None and panel.model.draft.reply)
+    buttons(panel)["Clear"].click()
+    env_emu.wait_for_cancel(5)
+    wait(panel)
+    assert replicate_magic.history() == [] and panel._live.value == ""
+    assert "Keep?" not in conversation_text(panel) and "is empty now" in panel.model.status
+
+
+def test_closing_the_panel_stops_its_turn(make_panel, env_emu):
+    panel = make_panel()
+    env_emu.inject(Faults(stall_after=1))
+    type_and_send(panel, "Hi")
+    wait_until(lambda: env_emu.predictions != {})
+    panel.close()
+    assert env_emu.wait_for_cancel(5) in env_emu.predictions
+
+
+async def test_wait_does_not_block_the_event_loop(make_panel, env_emu):
+    panel = make_panel()
+    env_emu.inject(Faults(tokens=WORDS, tokens_per_second=200))
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    panel.model.send("Hi")
+    result = await asyncio.wait_for(panel.model.wait(), 10)
+    task.cancel()
+    assert result is not None and result.text == "".join(WORDS)
+    assert ticks >= 5  # the loop kept running while the reply streamed
+
+
+# -- shared with the magic --------------------------------------------------------------------------------
+
+
+def test_magic_opens_a_panel_on_a_named_conversation(ip, make_panel):
+    panel = ip.run_line_magic("replicate", "panel work")
+    try:
+        assert isinstance(panel, ChatPanel) and panel.model.chat == "work"
+        assert panel.model.model_name == DEFAULT_MODEL
+        assert replicate_magic.ChatPanel is ChatPanel
+    finally:
+        panel.close()
+    with pytest.raises(UsageError, match="Too many"):
+        ip.run_line_magic("replicate", "panel a b")
+
+
+def test_panel_and_magic_continue_each_others_conversation(ip, make_panel, env_emu, capsys):
+    panel = make_panel("shared")
+    type_and_send(panel, "From the panel")
+    wait(panel)
+    ip.run_cell("%%replicate -c shared\nFrom a cell")  # a cell, so post_run_cell fires as in a notebook
+    assert "turn 2." in reply_of(env_emu)
+    assert "From a cell" in conversation_text(panel) and squash(reply_of(env_emu)) in conversation_text(panel)
+
+    type_and_send(panel, "From the panel again")
+    wait(panel)
+    assert "turn 3." in reply_of(env_emu)
+    assert [m["content"] for m in replicate_magic.history("shared") if m["role"] == "user"] == [
+        "From the panel", "From a cell", "From the panel again",
+    ]
+    capsys.readouterr()
+
+
+def test_a_turn_from_the_magic_replaces_a_failed_exchange(ip, make_panel, env_emu, capsys):
+    panel = make_panel("mixed")
+    panel._picker.value = "nobody/no-such-model"
+    type_and_send(panel, "Lost?")
+    wait(panel)
+    assert "failed: this turn" in conversation_text(panel)
+    ip.run_cell("%%replicate -c mixed\nFrom a cell")
+    shown = conversation_text(panel)
+    assert "From a cell" in shown and "Lost?" not in shown and "failed" not in shown
+    capsys.readouterr()
+
+
+def test_a_new_panel_shows_what_the_magic_discussed(ip, make_panel, env_emu, capsys):
+    ip.run_cell_magic("replicate", "-c earlier -s 'You are terse.'", "Asked in a cell")
+    panel = make_panel("earlier")
+    assert "Asked in a cell" in conversation_text(panel) and squash(reply_of(env_emu)) in conversation_text(panel)
+    assert panel._system.value == "You are terse."  # the conversation's system prompt
+    capsys.readouterr()
+
+
+# -- the throttle ---------------------------------------------------------------------------------------
+
+
+async def test_throttle_publishes_the_latest_state_once_per_frame():
+    published: list[float] = []
+    throttle = FrameThrottle(lambda: published.append(time.monotonic()), rate=20)
+    for _ in range(100):
+        throttle.changed()
+    assert len(published) == 1  # the first change shows at once
+    await asyncio.sleep(0.08)
+    assert len(published) == 2  # the rest of the burst, by the timer, without a further change
+    throttle.changed()
+    throttle.cancel()
+    await asyncio.sleep(0.08)
+    assert len(published) == 2
+
+
+# -- Markdown, safely ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("markdown, expected", [
+    ("Hello **world**, *you* and `a<b`", "<p>Hello <strong>world</strong>, <em>you</em> and <code>a&lt;b</code></p>"),
+    ("One line\nnext line\n\nNew paragraph", "<p>One line<br>next line</p><p>New paragraph</p>"),
+    ("## Plan", "<h2>Plan</h2>"),
+    ("```python\nif a < b:\n    pass\n```\nafter",
+     '<pre><code class="language-python">if a &lt; b:\n    pass</code></pre><p>after</p>'),
+    ("```\nstill streaming <tag>", "<pre><code>still streaming &lt;tag&gt;</code></pre>"),
+    ("- one\n- two\n  - nested\n- three", "<ul><li>one</li><li>two<ul><li>nested</li></ul></li><li>three</li></ul>"),
+    ("Steps:\n1. mix\n2. bake", "<p>Steps:</p><ol><li>mix</li><li>bake</li></ol>"),
+    ("> quoted *text*", "<blockquote><p>quoted <em>text</em></p></blockquote>"),
+    ("| a | b |\n|---|--:|\n| 1 | 2 |",
+     "<table><thead><tr><th>a</th><th>b</th></tr></thead><tbody><tr><td>1</td><td>2</td></tr></tbody></table>"),
+    ("[docs](https://replicate.com/docs?a=1&b=2)",
+     '<p><a href="https://replicate.com/docs?a=1&amp;b=2" target="_blank" rel="noopener noreferrer">docs</a></p>'),
+    ("snake_case stays, 2*3*4 too", "<p>snake_case stays, 2*3*4 too</p>"),
+])
+def test_markdown_renders_the_usual_reply_shapes(markdown, expected):
+    assert to_html(markdown) == expected
+
+
+@pytest.mark.parametrize("attack", [
+    "<script>alert(1)</script>",
+    '<img src=x onerror="alert(1)">',
+    "[click](javascript:alert(1))",
+    "[click](JavaScript:alert`1`)",
+    "[click](jav&#x61;script:alert(1))",
+    '[x](https://a.org" onmouseover="alert(1))',
+    "`` <b>in code</b> ``",
+    "| <svg onload=alert(1)> |\n|---|\n| <iframe> |",
+    "- <style>*{display:none}</style>",
+    "```\n</code></pre><script>alert(1)</script>\n```",
+])
+def test_markdown_never_lets_markup_through(attack):
+    rendered = to_html(attack)
+    for tag in ("<script", "<img", "<svg", "<iframe", "<style", "<b>", 'onmouseover="'):
+        assert tag not in rendered
+    assert all(url.startswith("https://") for url in re.findall(r'href="([^"]*)"', rendered))
+    assert rendered.count("<pre>") == rendered.count("</pre>")
+
+
+def test_markdown_survives_absurd_nesting():
+    assert to_html(">" * 3000 + " deep <b>").count("<blockquote>") <= 30
+    assert "&lt;b&gt;" in to_html(">" * 3000 + " deep <b>")
+    assert to_html("".join("  " * n + "- item\n" for n in range(600))).count("<ul>") <= 30
