@@ -87,7 +87,6 @@ class ChatSession:
         request: TurnRequest,
         on_token: Callable[[str], None],
         on_log: Callable[[str], None] | None = None,
-        on_start: Callable[[PredictionStream], None] | None = None,
     ) -> TurnResult:
         token = find_token()
         if token is None:
@@ -95,8 +94,6 @@ class ChatSession:
         model = resolve_model(request.model)
         client = ReplicateClient(await shared_session(), token, base_url=base_url(), timeouts=request.timeouts)
         stream = PredictionStream(client, model, self.messages_for(request), request.settings, on_log=on_log)
-        if on_start is not None:
-            on_start(stream)
         started = time.monotonic()
         first: float | None = None
         count = 0

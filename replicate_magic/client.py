@@ -60,6 +60,8 @@ class ReplicateClient:
         self.proxy = proxy or None
         self.timeouts = timeouts
         self._headers = {"User-Agent": USER_AGENT, **(headers or {})}
+        # POSTs still under way when their caller was cancelled (see request()).
+        self.unanswered_posts: list[asyncio.Future[tuple[int, Mapping[str, str], str]]] = []
 
     def __repr__(self) -> str:  # never the token
         return f"ReplicateClient(base_url={self.base_url!r})"
@@ -109,12 +111,15 @@ class ReplicateClient:
         idempotent = method == "GET"
         for attempt in range(_MAX_ATTEMPTS):
             last = attempt == _MAX_ATTEMPTS - 1
+            exchange = asyncio.ensure_future(self._exchange(method, url, json))
             try:
-                async with self._session.request(
-                    method, url, json=json, headers=self._headers_for(url),
-                    proxy=self.proxy, timeout=self._timeout(),
-                ) as response:
-                    body = await response.text(errors="replace")
+                # A POST that is under way when the caller is cancelled may still create
+                # something; shielded, it finishes, and the caller can undo what it made.
+                status, headers, body = await (exchange if idempotent else asyncio.shield(exchange))
+            except asyncio.CancelledError:
+                if not idempotent:
+                    self.unanswered_posts.append(exchange)
+                raise
             except asyncio.TimeoutError:
                 if idempotent and not last:
                     continue
@@ -126,15 +131,21 @@ class ReplicateClient:
                 if idempotent and not last and not isinstance(error, aiohttp.ClientConnectorError):
                     continue
                 raise self._connection_error(url, error) from None
-            status = response.status
             if status < 400:
                 return self._json(body, url)
             if not last and (status == 429 or (idempotent and status in (500, 502, 503, 504))):
-                await asyncio.sleep(_retry_delay(response.headers.get("Retry-After"), attempt))
+                await asyncio.sleep(_retry_delay(headers.get("Retry-After"), attempt))
                 continue
-            title, detail = parse_problem(status, response.headers.get("Content-Type", ""), body)
+            title, detail = parse_problem(status, headers.get("Content-Type", ""), body)
             raise self._redacted(error_for_status(status, title, detail))
         raise AssertionError("unreachable")  # the loop always returns or raises
+
+    async def _exchange(self, method: str, url: str, json: Any) -> tuple[int, Mapping[str, str], str]:
+        """One HTTP request: status, headers and body text."""
+        async with self._session.request(
+            method, url, json=json, headers=self._headers_for(url), proxy=self.proxy, timeout=self._timeout()
+        ) as response:
+            return response.status, response.headers.copy(), await response.text(errors="replace")
 
     # -- the event stream -----------------------------------------------------------------
 

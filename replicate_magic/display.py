@@ -15,6 +15,8 @@ import threading
 import time
 from typing import Any, Callable
 
+from .safe_markdown import defang
+
 FRAME_RATE = 20.0
 
 
@@ -23,7 +25,8 @@ def bundle(text: str, fmt: str, aside: str = "") -> dict[str, str]:
     plain = "\n\n".join(part for part in (text, f"[{aside}]" if aside else "") if part)
     data = {"text/plain": plain}
     if fmt == "markdown":
-        data["text/markdown"] = "\n\n".join(part for part in (text, f"*{aside}*" if aside else "") if part)
+        # A live output is trusted: HTML in a reply would run, so it is disarmed first.
+        data["text/markdown"] = "\n\n".join(part for part in (defang(text), f"*{aside}*" if aside else "") if part)
     return data
 
 

@@ -30,13 +30,11 @@ from .display import FRAME_RATE
 from .errors import ReplicateMagicError
 from .inputs import Settings
 from .loop import shared_loop
-from .streaming import PredictionStream
 
 __all__ = ["Draft", "FrameThrottle", "PanelModel"]
 
 log = logging.getLogger(__name__)
 
-_CREATE_POLL = 0.02  # seconds between looks for the prediction id while stopping
 STOPPED = "stopped"
 FAILED = "failed"
 
@@ -112,8 +110,6 @@ class PanelModel(HasTraits):
         # observers of the traits set under it may call back in.
         self._lock = threading.RLock()
         self._task: concurrent.futures.Future[TurnResult | None] | None = None
-        self._stream: PredictionStream | None = None  # the running turn's, once it has one
-        self._stopper: concurrent.futures.Future[None] | None = None
         self._finished: concurrent.futures.Future[TurnResult | None] = concurrent.futures.Future()
         self._finished.set_result(None)
         self._clear_when_stopped = False
@@ -140,7 +136,6 @@ class PanelModel(HasTraits):
             self.refresh()  # turns the magic recorded since count as history for this one
             request = self._request(prompt)
             self.busy = True
-            self._stream = self._stopper = None
             self._finished = concurrent.futures.Future()
             self.draft = Draft(prompt, "", request.model)
             self._say(f"asking {request.model}…")
@@ -155,18 +150,12 @@ class PanelModel(HasTraits):
         """Cancel the running turn; its cleanup cancels the prediction on Replicate."""
         with self._lock:
             task = self._task
-            if task is None or task.done() or self._stopper is not None:
+            if task is None or task.done():
                 return
             self._say("stopping…")
-            self._stopper = shared_loop().submit(self._cancel_once_created(task))
-
-    async def _cancel_once_created(self, task: concurrent.futures.Future[Any]) -> None:
-        # A prediction is cancelled by its id, which comes with the answer to the create
-        # request: cancelling the turn during that request would leave it running, unseen,
-        # on Replicate. So wait (briefly) for the id, then cancel; ask() cancels it remotely.
-        while not task.done() and (self._stream is None or self._stream.prediction is None):
-            await asyncio.sleep(_CREATE_POLL)
-        task.cancel()  # the loop's future: cancels the task (CancelledError in ask())
+            # Cancels the task on the loop: CancelledError in ask(), whose cleanup cancels the
+            # prediction (also one whose create request was still under way).
+            task.cancel()
 
     def clear(self) -> None:
         """Forget the conversation (after stopping a running turn)."""
@@ -219,7 +208,7 @@ class PanelModel(HasTraits):
         result: TurnResult | None = None
         outcome: BaseException | None = None
         try:
-            result = await self.session.ask(request, on_token=on_token, on_log=on_log, on_start=self._started)
+            result = await self.session.ask(request, on_token=on_token, on_log=on_log)
         except asyncio.CancelledError:
             self._end_turn(STOPPED, "".join(reply),
                            "Stopped: the prediction was cancelled; this turn is not in the history.")
@@ -238,9 +227,6 @@ class PanelModel(HasTraits):
             throttle.cancel()
             self._settle(finished, result, outcome)
         return result
-
-    def _started(self, stream: PredictionStream) -> None:
-        self._stream = stream
 
     def _end_turn(self, note: str, reply: str, status: str, error: bool = False) -> None:
         if note:

@@ -20,7 +20,7 @@ import html
 import re
 from typing import Callable
 
-__all__ = ["to_html"]
+__all__ = ["defang", "to_html"]
 
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})[ \t]*([\w+#.-]*)")
 _HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
@@ -47,6 +47,46 @@ def to_html(markdown: str) -> str:
     # NUL would collide with the placeholders used while rendering inline text.
     text = markdown.replace("\x00", "\ufffd").replace("\r\n", "\n").replace("\r", "\n")
     return "".join(_blocks(text.split("\n")))
+
+
+def defang(markdown: str) -> str:
+    """Markdown for the frontend's own renderer, with raw HTML and script links disarmed.
+
+    The magic keeps ``text/markdown`` (the frontend renders all of it, math included), but
+    a live output is trusted, so HTML in a reply would run. Every ``<`` outside code becomes
+    ``&lt;`` (shown as ``<``, never parsed as a tag), and link targets that are not
+    http(s), mailto or relative become ``#``. Code spans and fenced code are left alone:
+    the renderer escapes them itself.
+    """
+    out: list[str] = []
+    fence: str | None = None
+    for line in markdown.split("\n"):
+        opening = _FENCE.match(line)
+        if fence is not None:
+            if opening and opening.group(1)[0] == fence[0] and len(opening.group(1)) >= len(fence):
+                fence = None
+            out.append(line)
+        elif opening:
+            fence = opening.group(1)
+            out.append(line)
+        else:
+            out.append(_defang_line(line))
+    return "\n".join(out)
+
+
+def _defang_line(line: str) -> str:
+    pieces = _CODE_SPAN.split(line)  # text, ticks, code, text, ticks, code, ..., text
+    for index in range(0, len(pieces), 3):
+        text = pieces[index].replace("<", "&lt;")
+        pieces[index] = _SCRIPT_LINK.sub(r"\1#", _SCRIPT_REFERENCE.sub(r"\1#", text))
+    return "".join(
+        piece if index % 3 == 0 else (piece + pieces[index + 1] + piece if index % 3 == 1 else "")
+        for index, piece in enumerate(pieces)
+    )
+
+
+_SCRIPT_LINK = re.compile(r"(\]\(\s*)(?!https?:|mailto:|[#/.?])[a-z][a-z0-9+.-]*:[^)\s]*", re.I)
+_SCRIPT_REFERENCE = re.compile(r"^(\s{0,3}\[[^\]]+\]:\s*)(?!https?:|mailto:)[a-z][a-z0-9+.-]*:\S*", re.I)
 
 
 # -- blocks ------------------------------------------------------------------------------------

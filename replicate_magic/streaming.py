@@ -53,7 +53,11 @@ class PredictionStream:
         inputs, self.ignored = build_input(self.messages, self.settings, properties)
         if self.ignored:
             log.info("%s does not take %s; not sent", ref, ", ".join(self.ignored))
-        self.prediction = await self.client.create_prediction(ref, inputs)
+        try:
+            self.prediction = await self.client.create_prediction(ref, inputs)
+        except asyncio.CancelledError:
+            await self._cancel_unanswered_create()
+            raise
         try:
             async with aclosing(self._text()) as tokens:
                 async for token in tokens:
@@ -74,6 +78,18 @@ class PredictionStream:
             )
         except (ResponseError, asyncio.TimeoutError, asyncio.CancelledError) as error:
             log.warning("could not cancel prediction %s: %s", self.prediction.get("id"), error)
+
+    async def _cancel_unanswered_create(self) -> None:
+        """Stopped while the create was under way: it may still make a prediction; cancel it."""
+        for exchange in self.client.unanswered_posts:
+            try:
+                status, _, body = await asyncio.wait_for(exchange, _CANCEL_WAIT)
+            except (Exception, asyncio.CancelledError):
+                continue  # it failed, or never answered: nothing is known to cancel
+            created = _json_object(body) if status < 300 else {}
+            if isinstance(created.get("id"), str):
+                self.prediction = created
+                await self.cancel()
 
     async def final_prediction(self) -> dict[str, Any]:
         """The prediction as Replicate reports it now (metrics appear once it has ended)."""

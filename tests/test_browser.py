@@ -40,8 +40,9 @@ CELLS = [
     "%%replicate -c browser\nWrite about the sea.",
     "%replicate panel browser",
     "%%replicate -c browser\nOne more, from a cell.",
+    "%%replicate --no-history\nRepeat what I paste.",
 ]
-LOAD, MAGIC, PANEL, MAGIC_AFTER = range(len(CELLS))
+LOAD, MAGIC, PANEL, MAGIC_AFTER, HOSTILE = range(len(CELLS))
 _SCRUB = ("REPLICATE_API_TOKEN", "REPLICATE_API_KEY", "REPLICATE_BASE_URL", "HTTP_PROXY", "HTTPS_PROXY",
           "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy", "PYTHONSTARTUP", "IPYTHONDIR")
 
@@ -237,3 +238,12 @@ def test_saved_and_reopened_notebook_shows_the_final_answers(chat: ChatNotebook,
     # The kernel still runs, so JupyterLab rebuilds the panel from it, conversation and all.
     wait_for(lambda: chat.page.locator(".replicate-chat-panel").count(), 15, "the panel to come back")
     assert after in chat.conversation()
+
+
+def test_html_in_a_magic_reply_is_shown_not_run(chat: ChatNotebook, emu: Emulator) -> None:
+    chat.ensure(HOSTILE - 1)  # the cells before it run first, so the next prediction is this cell's
+    emu.inject(Faults(tokens=['<img src="x" onerror="window.__pwned = 1">', " and ", "<script>window.__pwned = 2</script>"]))
+    chat.ensure(HOSTILE)
+    shown = chat.notebook.output_text(HOSTILE)
+    assert '<img src="x" onerror="window.__pwned = 1">' in shown and "<script>" in shown  # as text
+    assert chat.page.evaluate("window.__pwned") is None

@@ -413,3 +413,28 @@ def test_session_is_closed_when_asyncio_run_ends(env_emu):
     session = asyncio.run(main())
     assert session.closed
     assert not any(loop.is_closed() for loop in sessions._sessions)
+
+
+async def test_stop_while_the_create_is_under_way_cancels_what_it_made(env_emu):
+    await collect()  # warm the schema cache: the next request is the create itself
+    env_emu.inject(Faults(slow_create=0.5, tokens_per_second=5))
+    task = asyncio.ensure_future(collect())
+    while len(env_emu.predictions) < 2:  # created on the server, the answer not yet back
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    made = [p for p in env_emu.predictions.values() if p.status != "succeeded"]
+    assert [p.id for p in made] == env_emu.cancels and made[0].status == "canceled"
+
+
+async def test_stop_during_a_rate_limit_wait_creates_nothing(env_emu):
+    await collect()
+    env_emu.inject(Faults(rate_limit=1, retry_after=5))
+    task = asyncio.ensure_future(collect())
+    while len(creates(env_emu)) < 2:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(env_emu.predictions) == 1 and env_emu.cancels == []

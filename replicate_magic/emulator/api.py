@@ -130,6 +130,8 @@ async def _create(request: web.Request, model: EmulatedModel | None) -> web.Resp
     if deadline is not None:
         pred.deadline_ns = pred.created_ns + int(deadline * 1e9)
         pred.deadline_timer = asyncio.get_running_loop().call_later(deadline, pred.expire)
+    if pred.faults.slow_create:  # created, but the answer is slow to come back
+        await asyncio.sleep(pred.faults.slow_create)
     wait = _PREFER_WAIT.match(request.headers.get("Prefer", "").strip())
     if wait:
         await pred.wait_finished(float(wait.group(1) or 60))

@@ -45,6 +45,8 @@ class Faults:
     """The next prediction emits exactly these output tokens."""
     tokens_per_second: float | None = None
     cold_start: float | None = None
+    slow_create: float = 0.0
+    """Answer the next create this many seconds late: the prediction already exists meanwhile."""
 
 
 class FaultBook:

@@ -1,0 +1,98 @@
+"""The live reply area: coalescing, the final update, plain vs Markdown, disarmed HTML."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from replicate_magic.display import LiveReply, bundle
+from replicate_magic.safe_markdown import defang
+
+
+class FakeHandle:
+    def __init__(self) -> None:
+        self.updates: list[dict[str, str]] = []
+
+    def update(self, data, raw=False):
+        assert raw
+        self.updates.append(data)
+
+
+def live(fmt="markdown", frame_rate=20.0):
+    reply = LiveReply(fmt, rich=True, frame_rate=frame_rate)
+    reply._handle = FakeHandle()  # what start() gets from IPython's display()
+    return reply
+
+
+async def test_a_burst_of_tokens_is_one_or_two_frames_and_the_last_is_whole():
+    reply = live()
+    for index in range(1000):
+        reply.append(f" t{index}")
+    await asyncio.sleep(0.12)  # the coalescing timer publishes what the burst held back
+    updates = reply._handle.updates
+    assert 1 <= len(updates) <= 2
+    assert updates[-1]["text/plain"] == "".join(f" t{i}" for i in range(1000))
+    reply.finish()
+    assert reply._handle.updates[-1]["text/markdown"] == reply.text
+
+
+async def test_slow_tokens_each_show_without_waiting_for_the_next():
+    reply = live(frame_rate=50)
+    shown = []
+    for token in ["a", "b", "c"]:
+        reply.append(token)
+        await asyncio.sleep(0.05)
+        shown.append(reply._handle.updates[-1]["text/plain"])
+    assert shown == ["a", "ab", "abc"]
+
+
+async def test_no_frame_after_finish():
+    reply = live()
+    reply.append("x")
+    reply.append("y")  # held back by the frame interval: a timer is pending
+    reply.finish("interrupted")
+    count = len(reply._handle.updates)
+    await asyncio.sleep(0.1)
+    assert len(reply._handle.updates) == count
+    assert reply._handle.updates[-1] == {"text/plain": "xy\n\n[interrupted]", "text/markdown": "xy\n\n*interrupted*"}
+
+
+def test_status_shows_until_the_first_token_and_never_in_plain_as_markdown():
+    reply = live()
+    reply._status = "asking m…"
+    assert reply._bundle() == {"text/plain": "[asking m…]", "text/markdown": "*asking m…*"}
+    reply.text = "Hi"
+    assert reply._bundle() == {"text/plain": "Hi", "text/markdown": "Hi"}
+
+
+def test_text_format_has_no_markdown():
+    assert bundle("a *b*", "text") == {"text/plain": "a *b*"}
+
+
+def test_terminal_mode_streams_plain_text(capsys):
+    reply = LiveReply("markdown", rich=False)
+    reply.start(status="asking…")
+    for token in ["Hello", " world"]:
+        reply.append(token)
+    reply.finish("interrupted")
+    assert capsys.readouterr().out == "Hello world\n\n[interrupted]\n"
+
+
+@pytest.mark.parametrize(
+    "reply, shown",
+    [
+        ('<img src=x onerror="alert(1)">', '&lt;img src=x onerror="alert(1)">'),
+        ("<script>steal()</script>", "&lt;script>steal()&lt;/script>"),
+        ("use `a<b` in code", "use `a<b` in code"),
+        ("```html\n<b>kept as code</b>\n```\n<b>not</b>", "```html\n<b>kept as code</b>\n```\n&lt;b>not&lt;/b>"),
+        ("[click](javascript:alert)", "[click](#)"),
+        ("[ok](https://replicate.com) [mail](mailto:a@b.c)", "[ok](https://replicate.com) [mail](mailto:a@b.c)"),
+        ("[ref]: vbscript:x", "[ref]: #"),
+        ("x < y, $a<b$", "x &lt; y, $a&lt;b$"),
+    ],
+)
+def test_html_in_a_reply_is_disarmed_in_markdown_only(reply, shown):
+    data = bundle(reply, "markdown")
+    assert data["text/markdown"] == shown and data["text/plain"] == reply
+    assert defang(reply) == shown
