@@ -95,9 +95,10 @@ async def _ask(options: CellOptions, prompt: str, base: str | None = None, token
         sys.stdout.write(token)
         sys.stdout.flush()
 
-    result = await ChatSession(ConversationStore()).ask(request, on_token=write)
+    session = ChatSession(ConversationStore())
+    result = await session.ask(request, on_token=write)
     print()
-    print(result.metrics.line(), file=sys.stderr)
+    print((await session.reported_metrics(result)).line(), file=sys.stderr)
     return 0
 
 

@@ -62,8 +62,9 @@ class TurnResult:
     text: str
     model: str
     prediction_id: str | None
-    metrics: Metrics
+    metrics: Metrics  # measured by the client; reported_metrics() asks Replicate for its own
     ignored: list[str]  # settings this model does not take
+    stream: PredictionStream | None = field(default=None, repr=False)
 
 
 class ChatSession:
@@ -104,18 +105,30 @@ class ChatSession:
                 count += 1
                 on_token(text)
         elapsed = time.monotonic() - started
-        try:
-            reported = (await stream.final_prediction()).get("metrics") or {}
-        except ResponseError:
-            reported = {}  # the reply is complete; metrics are a nicety
         self._record(request, model, stream.text)
         return TurnResult(
             text=stream.text,
             model=model,
             prediction_id=stream.prediction_id,
-            metrics=_metrics(model, reported, count, None if first is None else first - started, elapsed),
+            metrics=_metrics(model, {}, count, None if first is None else first - started, elapsed),
             ignored=stream.ignored,
+            stream=stream,
         )
+
+    async def reported_metrics(self, result: TurnResult) -> Metrics:
+        """Replicate's own figures for a finished turn, where it gives them.
+
+        A separate step (one more request) so callers show the whole reply first.
+        """
+        if result.stream is None:
+            return result.metrics
+        try:
+            reported = (await result.stream.final_prediction()).get("metrics") or {}
+        except ResponseError:
+            return result.metrics  # the reply is complete; metrics are a nicety
+        measured = result.metrics
+        return _metrics(measured.model, reported, measured.output_tokens or 0,
+                        measured.time_to_first_token, measured.total_time or 0.0)
 
     def _record(self, request: TurnRequest, model: str, reply: str) -> None:
         if not request.use_history:

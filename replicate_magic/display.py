@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from .safe_markdown import defang
 
-FRAME_RATE = 20.0
+FRAME_RATE = 25.0
 
 
 def bundle(text: str, fmt: str, aside: str = "") -> dict[str, str]:
@@ -43,7 +43,7 @@ class LiveReply:
     ) -> None:
         self.fmt = fmt
         self.rich = rich
-        self.text = ""
+        self._parts: list[str] = []  # joined on demand (`self.text += token` is quadratic)
         self.updates = 0  # display messages sent, for tests and benchmarks
         self._interval = 1.0 / frame_rate
         self._clock = clock
@@ -53,6 +53,16 @@ class LiveReply:
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._lock = threading.Lock()  # the kernel thread finishes while the loop may flush
+
+    @property
+    def text(self) -> str:
+        if len(self._parts) > 1:
+            self._parts[:] = ["".join(self._parts)]
+        return self._parts[0] if self._parts else ""
+
+    @text.setter
+    def text(self, value: str) -> None:
+        self._parts[:] = [value] if value else []
 
     def start(self, status: str = "") -> None:
         """Show the (empty) area; ``status`` stands in it until the first token."""
@@ -65,17 +75,18 @@ class LiveReply:
 
     def status(self, line: str) -> None:
         """A progress line (e.g. the model's boot logs), shown only while no text has come."""
-        if not self.text and self.rich:
+        if not self._parts and self.rich:
             self._status = line
             self._schedule()
 
     def append(self, token: str) -> None:
-        self.text += token
+        self._parts.append(token)
         if not self.rich:
             sys.stdout.write(token)
             sys.stdout.flush()
             return
-        self._schedule()
+        if self._timer is None:  # else the pending frame will show this token too
+            self._schedule()
 
     def finish(self, note: str = "") -> None:
         """The last update: the whole text, with an optional note (interrupted, failed)."""

@@ -102,7 +102,8 @@ class ReplicateMagics(Magics):
         reply = LiveReply(fmt, rich=rich)
         reply.start(status=f"asking {model}…")
         try:
-            result = shared_loop().run(ChatSession().ask(request, on_token=reply.append, on_log=reply.status))
+            session = ChatSession()
+            result = shared_loop().run(session.ask(request, on_token=reply.append, on_log=reply.status))
         except KeyboardInterrupt:
             reply.finish("interrupted: the prediction was cancelled; this turn is not in the history")
             raise ReplyInterrupted(
@@ -112,11 +113,15 @@ class ReplicateMagics(Magics):
         except ReplicateMagicError:
             reply.finish("stopped by the error below; this turn is not in the history" if reply.text else "no reply")
             raise
-        reply.finish()
+        reply.finish()  # the whole reply shows before the metrics request
         if options.out:
             self.shell.user_ns[options.out] = result.text
         if self.show_metrics:
-            line = result.metrics.line()
+            try:
+                metrics = shared_loop().run(session.reported_metrics(result))
+            except KeyboardInterrupt:  # the reply is complete and recorded; skip the nicety
+                metrics = result.metrics
+            line = metrics.line()
             if result.ignored:
                 line += f" · not taken by this model: {', '.join(result.ignored)}"
             show_line(line, fmt, rich=rich)

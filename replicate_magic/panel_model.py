@@ -223,6 +223,8 @@ class PanelModel(HasTraits):
             outcome = error
         else:
             self._end_turn("", result.text, _result_line(result))
+            result.metrics = await self.session.reported_metrics(result)  # after the reply shows
+            self._say(_result_line(result))
         finally:
             throttle.cancel()
             self._settle(finished, result, outcome)

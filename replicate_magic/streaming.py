@@ -44,7 +44,7 @@ class PredictionStream:
         self.on_log = on_log
         self.prediction: dict[str, Any] | None = None
         self.ignored: list[str] = []  # settings the model's schema does not take
-        self.text = ""
+        self._parts: list[str] = []  # joined on demand: `str +=` on an attribute copies the whole text per token
         self.finished = False  # the prediction reached an end on Replicate
 
     async def tokens(self) -> AsyncIterator[str]:
@@ -61,11 +61,22 @@ class PredictionStream:
         try:
             async with aclosing(self._text()) as tokens:
                 async for token in tokens:
-                    self.text += token
+                    self._parts.append(token)
                     yield token
         finally:
             if not self.finished:
                 await self.cancel()
+
+    @property
+    def text(self) -> str:
+        """The text so far."""
+        if len(self._parts) > 1:
+            self._parts[:] = ["".join(self._parts)]
+        return self._parts[0] if self._parts else ""
+
+    @text.setter
+    def text(self, value: str) -> None:
+        self._parts[:] = [value] if value else []
 
     async def cancel(self) -> None:
         """Cancel the prediction on Replicate; quietly, because this runs while unwinding."""
@@ -103,6 +114,10 @@ class PredictionStream:
             try:
                 async with aclosing(self.client.events(self.prediction)) as events:
                     async for event in events:
+                        if event.event == "output":  # the hot path: no coroutine per token
+                            if event.data:
+                                yield event.data
+                            continue
                         token = await self._on_event(event)
                         if token:
                             yield token

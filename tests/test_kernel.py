@@ -21,7 +21,7 @@ from .conftest import TOKEN
 from .kernel_harness import KERNEL_NAMES, KernelSession, Request, kernel_env, markdown, plain
 
 MODEL = "meta/meta-llama-3-70b-instruct"  # the default model
-FRAME_RATE = 20  # display updates a second the package promises (display.FRAME_RATE)
+FRAME_RATE = 25  # display updates a second the package promises (README; display.FRAME_RATE)
 
 _sessions: list[KernelSession] = []  # every kernel this module started, for the token check
 
