@@ -7,6 +7,7 @@ reply completes; an interrupted or failed turn leaves the conversation as it was
 
 from __future__ import annotations
 
+import asyncio
 import time
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -64,7 +65,7 @@ class TurnResult:
     prediction_id: str | None
     metrics: Metrics  # measured by the client; reported_metrics() asks Replicate for its own
     ignored: list[str]  # settings this model does not take
-    stream: PredictionStream | None = field(default=None, repr=False)
+    reported: asyncio.Future[Metrics] | None = field(default=None, repr=False)
 
 
 class ChatSession:
@@ -106,29 +107,20 @@ class ChatSession:
                 on_token(text)
         elapsed = time.monotonic() - started
         self._record(request, model, stream.text)
+        measured = _metrics(model, {}, count, None if first is None else first - started, elapsed)
         return TurnResult(
             text=stream.text,
             model=model,
             prediction_id=stream.prediction_id,
-            metrics=_metrics(model, {}, count, None if first is None else first - started, elapsed),
+            metrics=measured,
             ignored=stream.ignored,
-            stream=stream,
+            # Asked for now, awaited later: the request overlaps the caller's final display.
+            reported=asyncio.ensure_future(_reported_metrics(stream, measured)),
         )
 
     async def reported_metrics(self, result: TurnResult) -> Metrics:
-        """Replicate's own figures for a finished turn, where it gives them.
-
-        A separate step (one more request) so callers show the whole reply first.
-        """
-        if result.stream is None:
-            return result.metrics
-        try:
-            reported = (await result.stream.final_prediction()).get("metrics") or {}
-        except ResponseError:
-            return result.metrics  # the reply is complete; metrics are a nicety
-        measured = result.metrics
-        return _metrics(measured.model, reported, measured.output_tokens or 0,
-                        measured.time_to_first_token, measured.total_time or 0.0)
+        """Replicate's own figures for a finished turn where it gives them, else the client's."""
+        return result.metrics if result.reported is None else await result.reported
 
     def _record(self, request: TurnRequest, model: str, reply: str) -> None:
         if not request.use_history:
@@ -139,6 +131,15 @@ class ChatSession:
         if request.system is not None:
             conversation.set_system(request.system or None)
         conversation.record(Turn(request.prompt, reply, model, request.cell_id))
+
+
+async def _reported_metrics(stream: PredictionStream, measured: Metrics) -> Metrics:
+    try:
+        reported = (await stream.final_prediction()).get("metrics") or {}
+    except ResponseError:
+        return measured  # the reply is complete; metrics are a nicety
+    return _metrics(measured.model, reported, measured.output_tokens or 0,
+                    measured.time_to_first_token, measured.total_time or 0.0)
 
 
 def _metrics(model: str, reported: Mapping[str, Any], count: int, first: float | None, elapsed: float) -> Metrics:

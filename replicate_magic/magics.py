@@ -75,7 +75,7 @@ class ReplicateMagics(Magics):
     # -- one turn -----------------------------------------------------------------------------
 
     def _ask(self, options: CellOptions, prompt: str) -> None:
-        from .chat import ChatSession, TurnRequest  # aiohttp loads here, not at %load_ext
+        from .chat import ChatSession, Metrics, TurnRequest, TurnResult  # aiohttp loads here, not at %load_ext
         from .client import Timeouts
         from .display import LiveReply, show_line
         from .inputs import Settings
@@ -101,26 +101,32 @@ class ReplicateMagics(Magics):
         rich = self._rich()
         reply = LiveReply(fmt, rich=rich)
         reply.start(status=f"asking {model}…")
+        session = ChatSession()
+        answered: list[TurnResult] = []
+
+        async def turn() -> Metrics | None:
+            result = await session.ask(request, on_token=reply.append, on_log=reply.status)
+            answered.append(result)
+            reply.finish()  # the whole reply shows now; the metrics request is already under way
+            return await session.reported_metrics(result) if self.show_metrics else None
+
         try:
-            session = ChatSession()
-            result = shared_loop().run(session.ask(request, on_token=reply.append, on_log=reply.status))
+            metrics = shared_loop().run(turn())
         except KeyboardInterrupt:
-            reply.finish("interrupted: the prediction was cancelled; this turn is not in the history")
-            raise ReplyInterrupted(
-                "Interrupted: the reply stopped and its prediction was cancelled on Replicate; "
-                "the partial answer stays above, the conversation is unchanged."
-            ) from None
+            if not answered:
+                reply.finish("interrupted: the prediction was cancelled; this turn is not in the history")
+                raise ReplyInterrupted(
+                    "Interrupted: the reply stopped and its prediction was cancelled on Replicate; "
+                    "the partial answer stays above, the conversation is unchanged."
+                ) from None
+            metrics = answered[0].metrics  # the reply is complete and recorded: skip the nicety
         except ReplicateMagicError:
             reply.finish("stopped by the error below; this turn is not in the history" if reply.text else "no reply")
             raise
-        reply.finish()  # the whole reply shows before the metrics request
+        (result,) = answered
         if options.out:
             self.shell.user_ns[options.out] = result.text
-        if self.show_metrics:
-            try:
-                metrics = shared_loop().run(session.reported_metrics(result))
-            except KeyboardInterrupt:  # the reply is complete and recorded; skip the nicety
-                metrics = result.metrics
+        if metrics is not None:
             line = metrics.line()
             if result.ignored:
                 line += f" · not taken by this model: {', '.join(result.ignored)}"
