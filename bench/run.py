@@ -160,19 +160,9 @@ def kernel_session(package_root: Path, kernel_name: str, emu: EmulatorProcess, t
     from tests.kernel_harness import KernelSession, kernel_env
 
     class QuietKernelSession(KernelSession):
-        def start(self, timeout: float = 30) -> KernelSession:
-            self.km = KernelManager(kernel_name=self.kernel_name)
+        def start(self, timeout: float = 30, **launch: Any) -> KernelSession:
             with open(ipython_dir / "kernel.stderr", "ab") as stderr:
-                self.km.start_kernel(env=self._env, cwd=self._cwd, stderr=stderr)
-            self.kc = self.km.client()
-            self.kc.start_channels()
-            try:
-                self.kc.wait_for_ready(timeout=timeout)
-            except BaseException:
-                self.close()
-                raise
-            self._drain(0.2)
-            return self
+                return super().start(timeout, stderr=stderr, **launch)
 
     ipython_dir = Path(tempfile.mkdtemp(prefix="ipython-", dir=tmp))
     env = kernel_env(

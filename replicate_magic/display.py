@@ -16,6 +16,7 @@ import time
 from typing import Any, Callable
 
 from .safe_markdown import defang
+from .textparts import TextParts
 
 FRAME_RATE = 25.0
 
@@ -43,7 +44,7 @@ class LiveReply:
     ) -> None:
         self.fmt = fmt
         self.rich = rich
-        self._parts: list[str] = []  # joined on demand (`self.text += token` is quadratic)
+        self._text = TextParts()
         self.updates = 0  # display messages sent, for tests and benchmarks
         self._interval = 1.0 / frame_rate
         self._clock = clock
@@ -56,13 +57,12 @@ class LiveReply:
 
     @property
     def text(self) -> str:
-        if len(self._parts) > 1:
-            self._parts[:] = ["".join(self._parts)]
-        return self._parts[0] if self._parts else ""
+        """The text so far."""
+        return self._text.value
 
     @text.setter
     def text(self, value: str) -> None:
-        self._parts[:] = [value] if value else []
+        self._text.value = value
 
     def start(self, status: str = "") -> None:
         """Show the (empty) area; ``status`` stands in it until the first token."""
@@ -75,12 +75,12 @@ class LiveReply:
 
     def status(self, line: str) -> None:
         """A progress line (e.g. the model's boot logs), shown only while no text has come."""
-        if not self._parts and self.rich:
+        if not self._text and self.rich:
             self._status = line
             self._schedule()
 
     def append(self, token: str) -> None:
-        self._parts.append(token)
+        self._text.append(token)
         if not self.rich:
             sys.stdout.write(token)
             sys.stdout.flush()

@@ -18,6 +18,7 @@ from .client import ReplicateClient, StreamLost
 from .errors import ModelError, ResponseError, StreamError
 from .inputs import Settings, build_input, parse_model
 from .sse import ServerSentEvent
+from .textparts import TextParts
 
 log = logging.getLogger(__name__)
 _CANCEL_WAIT = 5.0  # seconds a stopped stream waits for its cancel request
@@ -44,7 +45,7 @@ class PredictionStream:
         self.on_log = on_log
         self.prediction: dict[str, Any] | None = None
         self.ignored: list[str] = []  # settings the model's schema does not take
-        self._parts: list[str] = []  # joined on demand: `str +=` on an attribute copies the whole text per token
+        self._received = TextParts()
         self.finished = False  # the prediction reached an end on Replicate
 
     async def tokens(self) -> AsyncIterator[str]:
@@ -61,7 +62,7 @@ class PredictionStream:
         try:
             async with aclosing(self._text()) as tokens:
                 async for token in tokens:
-                    self._parts.append(token)
+                    self._received.append(token)
                     yield token
         finally:
             if not self.finished:
@@ -70,13 +71,7 @@ class PredictionStream:
     @property
     def text(self) -> str:
         """The text so far."""
-        if len(self._parts) > 1:
-            self._parts[:] = ["".join(self._parts)]
-        return self._parts[0] if self._parts else ""
-
-    @text.setter
-    def text(self, value: str) -> None:
-        self._parts[:] = [value] if value else []
+        return self._received.value
 
     async def cancel(self) -> None:
         """Cancel the prediction on Replicate; quietly, because this runs while unwinding."""

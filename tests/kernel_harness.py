@@ -122,9 +122,10 @@ class KernelSession:
 
     # -- life cycle ------------------------------------------------------------------------------
 
-    def start(self, timeout: float = 30) -> KernelSession:
+    def start(self, timeout: float = 30, **launch: Any) -> KernelSession:
+        """Start the kernel; ``launch`` goes to the process launch (e.g. ``stderr=``)."""
         self.km = KernelManager(kernel_name=self.kernel_name)  # "python" in argv -> this venv's Python
-        self.km.start_kernel(env=self._env, cwd=self._cwd)
+        self.km.start_kernel(env=self._env, cwd=self._cwd, **launch)
         self.kc = self.km.client()
         self.kc.start_channels()
         try:
