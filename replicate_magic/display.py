@@ -31,6 +31,48 @@ def bundle(text: str, fmt: str, aside: str = "") -> dict[str, str]:
     return data
 
 
+class FrameThrottle:
+    """Calls ``publish`` at most ``rate`` times a second, however often ``changed`` is called.
+
+    A change that comes too soon arms one timer on the running loop, which publishes the
+    latest state, so nothing waits for the next token. Calls come from that loop's thread
+    (``cancel`` may come from another once the loop is done with this throttle).
+    """
+
+    def __init__(
+        self, publish: Callable[[], None], rate: float = FRAME_RATE, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._publish = publish
+        self._interval = 1.0 / rate
+        self._clock = clock
+        self._last = float("-inf")
+        self._timer: asyncio.TimerHandle | None = None
+
+    def changed(self) -> None:
+        if self._timer is not None:
+            return  # the armed timer will show this change too
+        wait = self._last + self._interval - self._clock()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop to wait on: show it now
+            wait = 0
+        if wait <= 0:
+            self._fire()
+        else:
+            self._timer = loop.call_later(wait, self._fire)
+
+    def cancel(self) -> None:
+        """Drop a pending publish (the caller shows the final state itself)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._last = self._clock()
+        self._publish()
+
+
 class LiveReply:
     """The output area of one reply. ``append`` may be called from the streaming loop's thread."""
 
@@ -46,12 +88,9 @@ class LiveReply:
         self.rich = rich
         self._text = TextParts()
         self.updates = 0  # display messages sent, for tests and benchmarks
-        self._interval = 1.0 / frame_rate
-        self._clock = clock
+        self._throttle = FrameThrottle(self._publish_frame, frame_rate, clock)
         self._handle: Any = None
         self._status = ""
-        self._last = float("-inf")
-        self._timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._lock = threading.Lock()  # the kernel thread finishes while the loop may flush
 
@@ -77,7 +116,7 @@ class LiveReply:
         """A progress line (e.g. the model's boot logs), shown only while no text has come."""
         if not self._text and self.rich:
             self._status = line
-            self._schedule()
+            self._throttle.changed()
 
     def append(self, token: str) -> None:
         self._text.append(token)
@@ -85,38 +124,20 @@ class LiveReply:
             sys.stdout.write(token)
             sys.stdout.flush()
             return
-        if self._timer is None:  # else the pending frame will show this token too
-            self._schedule()
+        self._throttle.changed()
 
     def finish(self, note: str = "") -> None:
         """The last update: the whole text, with an optional note (interrupted, failed)."""
         with self._lock:
             self._closed = True
-            if self._timer is not None:
-                self._timer.cancel()
+            self._throttle.cancel()
         if self.rich:
             self._publish(bundle(self.text, self.fmt, note), final=True)
         else:
             sys.stdout.write((f"\n\n[{note}]" if note else "") + ("\n" if note or self.text else ""))
             sys.stdout.flush()
 
-    def _schedule(self) -> None:
-        now = self._clock()
-        wait = self._last + self._interval - now
-        if wait <= 0 and self._timer is None:  # else the due timer publishes the latest text
-            self._publish(self._bundle())
-            return
-        with self._lock:
-            if self._timer is None and not self._closed:
-                try:
-                    loop = asyncio.get_running_loop()
-                except RuntimeError:  # not on a loop: the next token or finish() shows it
-                    return
-                self._timer = loop.call_later(wait, self._flush)
-
-    def _flush(self) -> None:
-        with self._lock:
-            self._timer = None
+    def _publish_frame(self) -> None:
         self._publish(self._bundle())
 
     def _bundle(self) -> dict[str, str]:
@@ -127,7 +148,6 @@ class LiveReply:
         with self._lock:
             if self._closed and not final:
                 return
-            self._last = self._clock()
             self.updates += 1
             if self._handle is not None:
                 self._handle.update(data, raw=True)

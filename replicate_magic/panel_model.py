@@ -18,20 +18,19 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 from traitlets import Bool, Float, HasTraits, Instance, Int, Tuple, Unicode, observe, validate
 
 from .catalog import DEFAULT_MODEL, resolve_model
 from .chat import ChatSession, TurnRequest, TurnResult
-from .display import FRAME_RATE
+from .display import FrameThrottle
 from .errors import ReplicateMagicError
 from .inputs import Settings
 from .loop import shared_loop
 
-__all__ = ["Draft", "FrameThrottle", "PanelModel"]
+__all__ = ["Draft", "PanelModel"]
 
 log = logging.getLogger(__name__)
 
@@ -48,44 +47,6 @@ class Draft:
     reply: str
     model: str
     note: str = ""  # "" while streaming, else STOPPED or FAILED
-
-
-class FrameThrottle:
-    """Calls ``publish`` at most ``rate`` times a second, however often ``changed`` is called.
-
-    The magic's idea (display.LiveReply) in a form free of display handles: a change that
-    comes too soon arms one timer on the running loop, which publishes the latest state, so
-    nothing waits for the next token. Every call must come from that loop's thread.
-    """
-
-    def __init__(
-        self, publish: Callable[[], None], rate: float = FRAME_RATE, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._publish = publish
-        self._interval = 1.0 / rate
-        self._clock = clock
-        self._last = float("-inf")
-        self._timer: asyncio.TimerHandle | None = None
-
-    def changed(self) -> None:
-        if self._timer is not None:
-            return  # the armed timer will show this change too
-        wait = self._last + self._interval - self._clock()
-        if wait <= 0:
-            self._fire()
-        else:
-            self._timer = asyncio.get_running_loop().call_later(wait, self._fire)
-
-    def cancel(self) -> None:
-        """Drop a pending publish (the caller shows the final state itself)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _fire(self) -> None:
-        self._timer = None
-        self._last = self._clock()
-        self._publish()
 
 
 class PanelModel(HasTraits):

@@ -6,7 +6,9 @@ import asyncio
 
 import pytest
 
-from replicate_magic.display import LiveReply, bundle
+import time
+
+from replicate_magic.display import FrameThrottle, LiveReply, bundle
 from replicate_magic.safe_markdown import defang
 
 
@@ -96,3 +98,20 @@ def test_html_in_a_reply_is_disarmed_in_markdown_only(reply, shown):
     data = bundle(reply, "markdown")
     assert data["text/markdown"] == shown and data["text/plain"] == reply
     assert defang(reply) == shown
+
+
+# -- the throttle ---------------------------------------------------------------------------------------
+
+
+async def test_throttle_publishes_the_latest_state_once_per_frame():
+    published: list[float] = []
+    throttle = FrameThrottle(lambda: published.append(time.monotonic()), rate=20)
+    for _ in range(100):
+        throttle.changed()
+    assert len(published) == 1  # the first change shows at once
+    await asyncio.sleep(0.08)
+    assert len(published) == 2  # the rest of the burst, by the timer, without a further change
+    throttle.changed()
+    throttle.cancel()
+    await asyncio.sleep(0.08)
+    assert len(published) == 2
