@@ -165,7 +165,7 @@ class ReplicateMagics(Magics):
 
     def _cmd_chats(self, args: list[str]) -> Any:
         _one_name(args, "chats", most=0)
-        rows = [f"{name}: {len(kernel_store.get(name))} turns" for name in kernel_store.names()]
+        rows = [f"{name}: {_turns(len(kernel_store.get(name)))}" for name in kernel_store.names()]
         return _Text("\n".join(rows) or "No conversations yet.")
 
     def _cmd_export(self, args: list[str]) -> None:
@@ -176,7 +176,7 @@ class ReplicateMagics(Magics):
             kernel_store.save(name, path)
         except OSError as error:
             raise UsageError(f"Could not write {path}: {error.strerror or error}") from None
-        print(f"Saved conversation {name!r} ({len(kernel_store.get(name))} turns) to {path}.")
+        print(f"Saved conversation {name!r} ({_turns(len(kernel_store.get(name)))}) to {path}.")
 
     def _cmd_load(self, args: list[str]) -> None:
         path, name = _path_and_name(args, "load FILE [NAME]", default=None)
@@ -185,7 +185,7 @@ class ReplicateMagics(Magics):
         except (OSError, ValueError) as error:
             detail = error.strerror if isinstance(error, OSError) and error.strerror else error
             raise UsageError(f"Could not load {path}: {detail}") from None
-        print(f"Loaded conversation {conversation.name!r} ({len(conversation)} turns) from {path}.")
+        print(f"Loaded conversation {conversation.name!r} ({_turns(len(conversation))}) from {path}.")
 
     def _cmd_models(self, args: list[str]) -> Any:
         _one_name(args, "models", most=0)
@@ -211,6 +211,10 @@ _SUBCOMMAND_HELP = """\
 %replicate load FILE [NAME]    load a conversation from JSON
 %replicate models              models known by name
 %replicate panel [NAME]        a chat panel on that conversation (shared with -c NAME)"""
+
+
+def _turns(count: int) -> str:
+    return f"{count} turn" if count == 1 else f"{count} turns"
 
 
 def _one_name(args: list[str], usage: str, most: int = 1) -> str:

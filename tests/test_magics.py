@@ -157,7 +157,7 @@ def test_history_reset_and_chats(ip, env_emu, capsys):
     ask(ip, "", "Hello")
     assert "user: Hello" in repr(ip.run_line_magic("replicate", "history"))
     assert "**user**: Hello" in ip.run_line_magic("replicate", "history")._repr_markdown_()
-    assert ip.run_line_magic("replicate", "chats") == "default: 1 turns"
+    assert ip.run_line_magic("replicate", "chats") == "default: 1 turn"
     ip.run_line_magic("replicate", "reset")
     assert replicate_magic.history() == []
     assert "empty" in repr(ip.run_line_magic("replicate", "history other"))
