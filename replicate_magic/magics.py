@@ -198,7 +198,8 @@ class ReplicateMagics(Magics):
         name = _one_name(args, "panel [NAME]")
         from .panel import ChatPanel  # ipywidgets loads here, not at %load_ext
 
-        return ChatPanel(chat=name, model_name=self.model, max_history=self.max_history)
+        return ChatPanel(chat=name, model_name=self.model, max_history=self.max_history,
+                         timeout=self.timeout, connect_timeout=self.connect_timeout)
 
 
 _SUBCOMMANDS = ("history", "reset", "chats", "export", "load", "models", "panel")

@@ -25,6 +25,7 @@ from traitlets import Bool, Float, HasTraits, Instance, Int, Tuple, Unicode, obs
 
 from .catalog import DEFAULT_MODEL, resolve_model
 from .chat import ChatSession, TurnRequest, TurnResult
+from .client import Timeouts
 from .display import FrameThrottle
 from .errors import ReplicateMagicError
 from .inputs import Settings
@@ -58,6 +59,8 @@ class PanelModel(HasTraits):
     max_tokens = Int(1024, min=1)
     system_prompt = Unicode("", help="Sent with each turn; becomes the conversation's system prompt.")
     max_history = Int(20, min=0, help="Earlier turns sent with each request.")
+    timeout = Float(180.0, min=0.001, help="Seconds without a token before a stream is given up.")
+    connect_timeout = Float(10.0, min=0.001, help="Seconds to wait for a connection to Replicate.")
 
     busy = Bool(False, help="A turn is running (or stopping).")
     status = Unicode("", help="One line of progress, result or error.")
@@ -225,6 +228,7 @@ class PanelModel(HasTraits):
             settings=Settings(max_tokens=self.max_tokens, temperature=self.temperature),
             system=self.system_prompt,  # the box's text becomes the conversation's (on success)
             max_history=self.max_history,
+            timeouts=Timeouts(connect=self.connect_timeout, idle=self.timeout),
         )
 
     def _reset_conversation(self) -> None:

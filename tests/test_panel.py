@@ -376,3 +376,19 @@ def test_a_new_panel_shows_what_the_magic_discussed(ip, make_panel, env_emu, cap
     assert "Asked in a cell" in conversation_text(panel) and squash(reply_of(env_emu)) in conversation_text(panel)
     assert panel._system.value == "You are terse."  # the conversation's system prompt
     capsys.readouterr()
+
+
+def test_panel_from_the_magic_takes_the_configured_settings(ip, env_emu):
+    ip.run_line_magic("config", "ReplicateMagics.timeout = 0.5")
+    ip.run_line_magic("config", "ReplicateMagics.max_history = 3")
+    try:
+        panel = ip.run_line_magic("replicate", "panel cfg")
+        assert (panel.model.timeout, panel.model.max_history) == (0.5, 3)
+        env_emu.inject(Faults(stall_after=2))
+        panel.model.send("Stall, please")
+        wait(panel)
+        assert "No data from the stream for 0.5 s" in panel.model.status  # the idle limit applied
+        panel.close()
+    finally:
+        ip.run_line_magic("config", "ReplicateMagics.timeout = 180.0")
+        ip.run_line_magic("config", "ReplicateMagics.max_history = 20")
