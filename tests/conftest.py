@@ -19,6 +19,16 @@ def clean_env(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture(autouse=True)
+def fresh_schema_cache():
+    """Schemas are cached per base URL; a new emulator may get an earlier one's port."""
+    from replicate_magic import client
+
+    client._schema_cache.clear()
+    yield
+    client._schema_cache.clear()
+
+
 @pytest.fixture
 def emu():
     with Emulator(token=TOKEN, tokens_per_second=0.0) as emulator:
