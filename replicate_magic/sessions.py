@@ -53,6 +53,9 @@ async def _close_at_shutdown(
             del _sessions[loop]
         _closers.pop(loop, None)
         await session.close()
+        # close() schedules each transport's connection_lost; let it run before the loop
+        # closes, or the sockets are reported unclosed (seen on Python 3.10).
+        await asyncio.sleep(0)
 
 
 def _forget_closed_loops() -> None:
