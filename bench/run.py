@@ -155,8 +155,6 @@ def emulator_tokens(n: int) -> list[str]:
 
 def kernel_session(package_root: Path, kernel_name: str, emu: EmulatorProcess, tmp: Path) -> Any:
     """A kernel (tests/kernel_harness.py) pointed at the emulator process; its stderr goes to a file."""
-    from jupyter_client.manager import KernelManager
-
     from tests.kernel_harness import KernelSession, kernel_env
 
     class QuietKernelSession(KernelSession):

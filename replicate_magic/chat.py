@@ -16,10 +16,8 @@ from typing import Any, Callable, Mapping
 from .catalog import DEFAULT_MODEL, resolve_model
 from .client import ReplicateClient, Timeouts
 from .conversation import ConversationStore, Turn, kernel_store
-from .environment import base_url, find_token
-from .errors import ResponseError, missing_token_error
+from .errors import ResponseError
 from .inputs import Settings
-from .sessions import shared_session
 from .streaming import PredictionStream
 
 @dataclass(frozen=True)
@@ -90,11 +88,8 @@ class ChatSession:
         on_token: Callable[[str], None],
         on_log: Callable[[str], None] | None = None,
     ) -> TurnResult:
-        token = find_token()
-        if token is None:
-            raise missing_token_error()
+        client = await ReplicateClient.connect(timeouts=request.timeouts)
         model = resolve_model(request.model)
-        client = ReplicateClient(await shared_session(), token, base_url=base_url(), timeouts=request.timeouts)
         stream = PredictionStream(client, model, self.messages_for(request), request.settings, on_log=on_log)
         started = time.monotonic()
         first: float | None = None

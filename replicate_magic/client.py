@@ -16,9 +16,13 @@ from typing import Any, AsyncIterator, Mapping
 import aiohttp
 from yarl import URL
 
-from .environment import DEFAULT_BASE_URL
-from .errors import InvalidRequestError, ResponseError, StreamError, error_for_status, parse_problem
+from .environment import DEFAULT_BASE_URL, find_token
+from .environment import base_url as _env_base_url
+from .errors import (
+    InvalidRequestError, ResponseError, StreamError, error_for_status, missing_token_error, parse_problem,
+)
 from .inputs import ModelRef, input_properties
+from .sessions import shared_session
 from .sse import EventDecoder, ServerSentEvent
 
 USER_AGENT = "replicate-magic/0.1"
@@ -62,6 +66,27 @@ class ReplicateClient:
         self._headers = {"User-Agent": USER_AGENT, **(headers or {})}
         # POSTs still under way when their caller was cancelled (see request()).
         self.unanswered_posts: list[asyncio.Future[tuple[int, Mapping[str, str], str]]] = []
+
+    @classmethod
+    async def connect(
+        cls,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        proxy: str | None = None,
+        timeouts: Timeouts = Timeouts(),
+        headers: Mapping[str, str] | None = None,
+    ) -> "ReplicateClient":
+        """A client on the running loop's shared session, with the token found now.
+
+        The token comes from ``api_key``, else the environment; none raises MissingAuthError.
+        ``base_url`` defaults to REPLICATE_BASE_URL, else Replicate's API.
+        """
+        token = find_token(api_key)
+        if token is None:
+            raise missing_token_error()
+        return cls(await shared_session(), token, base_url=base_url or _env_base_url(), proxy=proxy,
+                   timeouts=timeouts, headers=headers)
 
     def __repr__(self) -> str:  # never the token
         return f"ReplicateClient(base_url={self.base_url!r})"

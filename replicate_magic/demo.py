@@ -100,10 +100,13 @@ def _execute(client: Any, cell: Any) -> tuple[list[Any], str]:
     return outputs, reply["content"]["status"]
 
 
-def send_execute(client: Any, code: str, cell_id: str | None = None) -> str:
-    """An execute_request carrying the cell id in its metadata, as JupyterLab sends it."""
-    content = {"code": code, "silent": False, "store_history": True, "user_expressions": {},
-               "allow_stdin": False, "stop_on_error": True}
+def send_execute(
+    client: Any, code: str, cell_id: str | None = None, *, silent: bool = False, stop_on_error: bool = True,
+    user_expressions: dict[str, str] | None = None,
+) -> str:
+    """Send an execute_request carrying the cell id in its metadata, as JupyterLab does; its msg_id."""
+    content = {"code": code, "silent": silent, "store_history": not silent,
+               "user_expressions": user_expressions or {}, "allow_stdin": False, "stop_on_error": stop_on_error}
     message = client.session.msg("execute_request", content, metadata={"cellId": cell_id} if cell_id else {})
     client.shell_channel.send(message)
     return str(message["header"]["msg_id"])

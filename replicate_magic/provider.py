@@ -16,10 +16,9 @@ from typing import Any, AsyncIterator, Generator, Mapping
 
 from .catalog import DEFAULT_MODEL, KNOWN_MODELS, MODEL_ALIASES
 from .client import ReplicateClient, Timeouts
-from .environment import base_url, find_token
-from .errors import LOGIN_URL, missing_token_error
+from .environment import base_url
+from .errors import LOGIN_URL
 from .inputs import Settings, stop_sequences
-from .sessions import shared_session
 from .streaming import PredictionStream
 
 _NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
@@ -141,11 +140,8 @@ class Replicate:
         timeouts: Timeouts,
         headers: dict[str, str],
     ) -> AsyncIterator[str]:
-        token = find_token(api_key)
-        if token is None:
-            raise missing_token_error()
-        client = ReplicateClient(
-            await shared_session(), token, base_url=base_url, proxy=proxy, timeouts=timeouts, headers=headers
+        client = await ReplicateClient.connect(
+            api_key, base_url=base_url, proxy=proxy, timeouts=timeouts, headers=headers
         )
         stream = PredictionStream(client, model, messages, settings)
         # aclosing: stopping this generator must stop (and cancel) the inner one now, not at GC.

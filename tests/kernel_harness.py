@@ -23,6 +23,8 @@ from typing import Any
 
 from jupyter_client.manager import KernelManager
 
+from replicate_magic.demo import send_execute
+
 REPO = Path(__file__).resolve().parent.parent
 # The kernelspecs to test on: "python3" is this venv's ipykernel (7.x); bin/test registers
 # "ipykernel6", a venv with ipykernel 6.29, because the two differ where it matters.
@@ -165,11 +167,9 @@ class KernelSession:
     def send(self, code: str, *, cell_id: str | None = None, stop_on_error: bool = True,
              user_expressions: dict[str, str] | None = None, silent: bool = False) -> Request:
         """An execute_request as JupyterLab sends it (``cellId`` in the metadata)."""
-        content = {"code": code, "silent": silent, "store_history": not silent,
-                   "user_expressions": user_expressions or {}, "allow_stdin": False,
-                   "stop_on_error": stop_on_error}
-        metadata = {"cellId": cell_id} if cell_id is not None else {}
-        return self._send("execute_request", content, metadata)
+        msg_id = send_execute(self.kc, code, cell_id, silent=silent, stop_on_error=stop_on_error,
+                              user_expressions=user_expressions)
+        return self._track(msg_id, "execute_request")
 
     def complete(self, code: str) -> Request:
         return self._send("complete_request", {"code": code, "cursor_pos": len(code)})
@@ -177,11 +177,14 @@ class KernelSession:
     def kernel_info(self) -> Request:
         return self._send("kernel_info_request", {})
 
-    def _send(self, msg_type: str, content: dict[str, Any], metadata: dict[str, Any] | None = None) -> Request:
-        msg = self.kc.session.msg(msg_type, content, metadata=metadata or {})
-        request = Request(msg["header"]["msg_id"], msg_type)
-        self.requests[request.msg_id] = request
+    def _send(self, msg_type: str, content: dict[str, Any]) -> Request:
+        msg = self.kc.session.msg(msg_type, content)
         self.kc.shell_channel.send(msg)
+        return self._track(msg["header"]["msg_id"], msg_type)
+
+    def _track(self, msg_id: str, msg_type: str) -> Request:
+        request = Request(msg_id, msg_type)
+        self.requests[msg_id] = request
         return request
 
     def wait(self, *requests: Request, timeout: float = 20) -> None:
