@@ -30,6 +30,7 @@ class ForwardProxy:
         return f"http://127.0.0.1:{self.port}"
 
     def _run(self, ready: threading.Event) -> None:
+        self._handlers: set[asyncio.Task[None]] = set()
         asyncio.set_event_loop(self._loop)
         self._loop.run_until_complete(self._serve(ready))
         self._loop.close()
@@ -42,8 +43,18 @@ class ForwardProxy:
         await self._stop.wait()
         server.close()
         await server.wait_closed()
+        # Python < 3.12 does not wait for open connections: finish them before the loop closes,
+        # or their sockets are reported unclosed.
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+        upstream_writer: asyncio.StreamWriter | None = None
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             request_line, _, headers = head.partition(b"\r\n")
@@ -59,11 +70,17 @@ class ForwardProxy:
             upload = asyncio.ensure_future(_pipe(reader, upstream_writer))
             await _pipe(upstream_reader, writer)  # the response ends the exchange (Connection: close)
             upload.cancel()
-            upstream_writer.close()
+            await asyncio.gather(upload, return_exceptions=True)
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
             pass
         finally:
-            writer.close()
+            for stream in (upstream_writer, writer):
+                if stream is not None:
+                    stream.close()
+                    try:
+                        await stream.wait_closed()
+                    except (ConnectionError, OSError):
+                        pass
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
