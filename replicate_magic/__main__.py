@@ -1,8 +1,10 @@
 """``python -m replicate_magic [options] PROMPT``: the %%replicate options from a shell.
 
-The reply streams to standard output; errors are one line on standard error. ``-`` or no
-prompt reads it from standard input. Each run is one turn (no history is kept between
-runs). ``--emulator`` answers from the bundled offline emulator instead of Replicate.
+The reply streams to standard output; errors are one line on standard error; control
+characters and escape sequences from the model or the server are removed from both
+(``replicate_magic.terminal``). ``-`` or no prompt reads it from standard input. Each run is
+one turn (no history is kept between runs). ``--emulator`` answers from the bundled offline
+emulator instead of Replicate.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import shlex
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from IPython.core.error import UsageError
 
 from .options import CellOptions, parse_cell_options, replicate_arguments
+from .terminal import TerminalSanitizer, clean
 
 
 @replicate_arguments
@@ -48,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return asyncio.run(_ask(options, prompt, emulator.base_url, "emulator"))
         return asyncio.run(_ask(options, prompt))
     except ReplicateMagicError as error:
-        print(f"\nerror: {error}", file=sys.stderr)
+        # Server text is in the message: one line, without control sequences.
+        print(f"\nerror: {' '.join(clean(str(error)).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted: the prediction was cancelled", file=sys.stderr)
@@ -57,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _split(args: list[str]) -> tuple[CellOptions, str]:
     """Options as the magic reads them; the words left over are the prompt."""
-    namespace, words = replicate.parser.parse_known_args(args)  # type: ignore[attr-defined]
+    _, words = replicate.parser.parse_known_args(args)  # type: ignore[attr-defined]
     options_only = [a for a in args if a not in words or a.startswith("-")]
     unknown = [w for w in words if w.startswith("-") and w != "-"]
     if unknown:
@@ -91,14 +96,17 @@ async def _ask(options: CellOptions, prompt: str, base: str | None = None, token
         timeouts=Timeouts(idle=options.timeout or 180.0),
     )
 
+    sanitizer = TerminalSanitizer()  # one per reply: a sequence may be split across tokens
+
     def write(token: str) -> Any:
-        sys.stdout.write(token)
+        sys.stdout.write(sanitizer.feed(token))
         sys.stdout.flush()
 
     session = ChatSession(ConversationStore())
     result = await session.ask(request, on_token=write)
+    sys.stdout.write(sanitizer.flush())
     print()
-    print((await session.reported_metrics(result)).line(), file=sys.stderr)
+    print(clean((await session.reported_metrics(result)).line()), file=sys.stderr)
     return 0
 
 
