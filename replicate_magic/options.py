@@ -175,6 +175,11 @@ class CellOptions:
         "--no-history", action="store_true", default=False,
         help="one-shot: neither send nor record the conversation",
     )
+    no_expand: bool = _option(
+        "--no-expand", action="store_true", default=False,
+        help="send the cell as typed; by default, outside code only, {name}, {In[n]} and "
+        "{Out[n]} become their values and {{name}} becomes {name}",
+    )
     out: str | None = _option(
         "-o", "--out", metavar="NAME", rule=_variable_name,
         help="also store the reply text in this variable",

@@ -1,49 +1,200 @@
-"""``{name}`` expansion in a prompt, forgiving by design. Pure.
+"""``{name}`` expansion in a prompt, outside code only. Pure: no I/O, no IPython.
 
-Prompts are full of braces that are not placeholders (JSON, dict literals, f-strings, LaTeX),
-so only ``{name}`` for a name the namespace has, ``{In[n]}`` and ``{Out[n]}`` are replaced;
-everything else, ``{{`` and ``}}`` included, stays exactly as typed. Nothing raises.
+The rule: outside code, ``{name}`` becomes ``str()`` of that variable, ``{In[n]}`` the text
+of input ``In[n]`` and ``{Out[n]}`` the value ``Out[n]`` (negative ``n`` works where Python
+allows it), and a placeholder written with doubled braces (``{{name}}``, ``{{In[2]}}``)
+becomes itself with single braces, unexpanded. Code, as CommonMark defines it, is never changed: fenced blocks (``` or ~~~, also in list items and quotes, an unclosed fence
+running to the end of its container) with their info string, indented blocks and inline
+code spans keep every brace as typed. A placeholder also stays as typed when the name is
+not defined, the entry does not exist or ``str()`` fails, and it is withheld (kept as typed
+and reported) when its value equals or contains the API token. Any other brace (JSON and
+LaTeX, doubled or not, ``{ x }``, ``{a.b}``) stays as typed, and a value is never expanded
+again.
+
+How code is found: a CommonMark parser (markdown-it-py) decides, never a regex. Every
+candidate of our own syntax is found by ``_CANDIDATE``; a marker (a private-use character
+absent from the text, then the candidate's number in ASCII digits) is inserted just before
+each one, and the marked copy is parsed. The copy holds every character of the prompt, so
+brackets in ``{In[3]}`` and the braces stay visible to the parser; the markers are neither
+whitespace nor punctuation and sit inside a run of text, so no block or code span can start
+or end differently because of them (a candidate has no backtick, tilde, space or newline).
+Link reference labels are compared with the markers removed, so a ``[label {x}]`` still
+finds its definition. One difference remains, on the safe side: a marker breaks an email
+autolink such as ``<me{x}@host>``, so a backtick inside one can open a code span in the
+copy, and a placeholder there stays as typed. The candidates whose markers appear in a
+``code_inline``, ``code_block`` or ``fence`` token are in code.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping, MutableMapping
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import chain
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["expand"]
+if TYPE_CHECKING:  # markdown-it loads on the first expansion, not at %load_ext
+    from markdown_it import MarkdownIt
+    from markdown_it.token import Token
 
-# A doubled brace is matched (and kept) first, so "{{name}}" is never expanded.
-_PLACEHOLDER = re.compile(
-    r"\{\{|\}\}"
+__all__ = ["Expansion", "expand"]
+
+# Our syntax, read left to right. Doubled braces escape a placeholder ("{{name}}" is the text
+# "{name}") and nothing else, so the "}}" that ends nested JSON or LaTeX stays as typed.
+_CANDIDATE = re.compile(
+    r"\{\{(?P<escaped>(?:In|Out)\[-?\d+\]|[^\W\d]\w*)\}\}"
     r"|\{(?:(?P<history>In|Out)\[(?P<index>-?\d+)\]|(?P<name>[^\W\d]\w*))\}"
 )
+_CODE_TOKENS = frozenset({"code_inline", "code_block", "fence"})
 _MISSING = object()
+# Unicode's private-use code points: Markdown treats them as plain letters.
+_PRIVATE_USE = (range(0xE000, 0xF900), range(0xF0000, 0xFFFFE), range(0x100000, 0x10FFFE))
 
 
-def expand(text: str, namespace: Mapping[str, Any]) -> str:
-    """Replace the placeholders that ``namespace`` can fill with ``str(value)``."""
+@dataclass(frozen=True)
+class Expansion:
+    """A prompt after expansion, with the placeholders it expanded and those it withheld.
 
-    def replace(match: re.Match[str]) -> str:
-        value = _lookup(match, namespace)
-        if value is _MISSING:
-            return match.group()
-        try:
-            return str(value)
-        except Exception:  # a user object with a broken __str__ must not fail the cell
-            return match.group()
+    ``names`` and ``withheld`` hold placeholders as written (``"{df}"``, ``"{In[3]}"``), in
+    the order they first appear, each once.
+    """
 
-    return _PLACEHOLDER.sub(replace, text)
+    text: str
+    names: tuple[str, ...] = ()
+    withheld: tuple[str, ...] = ()
+
+
+def expand(text: str, namespace: Mapping[str, Any], *, token: str | None = None) -> Expansion:
+    """Expand the placeholders of ``text`` that lie outside code. Nothing raises.
+
+    Outside code, ``{name}`` becomes ``str()`` of that variable, ``{In[n]}`` the text of input
+    ``In[n]`` and ``{Out[n]}`` the value ``Out[n]`` (negative ``n`` works where Python allows
+    it), and ``{{name}}`` becomes the text ``{name}``. Code, as CommonMark defines it (fenced
+    blocks with their info string, an unclosed fence running to the end of its container,
+    indented blocks, inline code spans), keeps every brace as typed. A placeholder also stays
+    as typed when the name is not defined, the entry does not exist or ``str()`` fails, and
+    it is withheld (kept as typed, listed in ``withheld``) when its value equals or contains
+    ``token``, the API token (``None`` or empty: no check). Any other brace stays as typed,
+    and a value is never expanded again.
+    """
+    candidates = list(_CANDIDATE.finditer(text))
+    values = [_lookup(match, namespace) for match in candidates]
+    if all(value is _MISSING for value in values):  # nothing could change: skip the parse
+        return Expansion(text)
+    in_code = _in_code(text, candidates)
+    pieces: list[str] = []
+    names: dict[str, None] = {}  # insertion-ordered sets
+    withheld: dict[str, None] = {}
+    end = 0
+    for number, (match, value) in enumerate(zip(candidates, values, strict=True)):
+        written = match.group()
+        pieces.append(text[end : match.start()])
+        end = match.end()
+        if value is _MISSING or number in in_code:
+            pieces.append(written)
+        elif match["escaped"] is not None:
+            pieces.append(written[1:-1])
+        else:
+            try:  # a broken __str__ (or a str subclass with a broken `in`) must not fail the cell
+                shown = str(value)
+                leaks = token in shown if token else False
+            except Exception:  # noqa: BLE001
+                pieces.append(written)
+                continue
+            if leaks:
+                pieces.append(written)
+                withheld.setdefault(written)
+            else:
+                pieces.append(shown)
+                names.setdefault(written)
+    pieces.append(text[end:])
+    return Expansion("".join(pieces), tuple(names), tuple(withheld))
 
 
 def _lookup(match: re.Match[str], namespace: Mapping[str, Any]) -> Any:
+    """The value a candidate stands for, ``_MISSING`` when there is none; escapes are ``""``."""
     if match["name"] is not None:
-        return namespace.get(match["name"], _MISSING)
-    if match["history"] is None:  # "{{" or "}}"
-        return _MISSING
+        try:
+            return namespace.get(match["name"], _MISSING)
+        except Exception:  # noqa: BLE001 (an odd Mapping)
+            return _MISSING
+    if match["history"] is None:  # an escaped placeholder, "{{name}}"
+        return ""
     # IPython's shapes: In is a list of input strings, Out a dict from prompt number to value.
-    history = namespace.get(match["history"])
     try:
+        history = namespace.get(match["history"])
         return history[int(match["index"])]  # type: ignore[index]
-    except Exception:  # out of range, no such prompt number, or a user's own In/Out: keep the text
+    except Exception:  # noqa: BLE001 (out of range, no such prompt number, a user's own In/Out)
         return _MISSING
+
+
+# -- which candidates are in code ---------------------------------------------------------------
+
+
+def _in_code(text: str, candidates: list[re.Match[str]]) -> set[int]:
+    """The numbers of the candidates that CommonMark puts inside code."""
+    used = set(text)
+    mark = next((chr(c) for c in chain(*_PRIVATE_USE) if chr(c) not in used), None)
+    if mark is None:  # a text holding all 137,468 private-use characters: expand nothing
+        return set(range(len(candidates)))
+    marked: list[str] = []
+    end = 0
+    for number, match in enumerate(candidates):
+        marked += (text[end : match.start()], mark, str(number))
+        end = match.start()
+    marked.append(text[end:])
+    markers = re.compile(re.escape(mark) + "([0-9]+)")
+    env: dict[str, Any] = {"references": _UnmarkedLabels(markers)}
+    found: set[int] = set()
+    for token in _walk(_parser().parse("".join(marked), env)):
+        if token.type in _CODE_TOKENS:
+            # A fence's info string (```{r}) is part of the code block too.
+            for code in (token.content, token.info):
+                found.update(int(number) for number in markers.findall(code))
+    return found
+
+
+def _walk(tokens: list[Token]) -> Iterator[Token]:
+    for token in tokens:
+        yield token
+        if token.children:  # inline tokens; images keep their alt text here too
+            yield from _walk(token.children)
+
+
+class _UnmarkedLabels(MutableMapping[str, Any]):
+    """Link reference definitions, keyed by the label without markers.
+
+    Each marker carries its own number, so ``[x {a}]`` and its definition ``[x {a}]: /url``
+    would differ in the marked copy; compared without markers they match as in the prompt.
+    """
+
+    def __init__(self, markers: re.Pattern[str]) -> None:
+        self._markers = markers
+        self._labels: dict[str, Any] = {}
+
+    def _key(self, label: str) -> str:
+        return self._markers.sub("", label)
+
+    def __getitem__(self, label: str) -> Any:
+        return self._labels[self._key(label)]
+
+    def __setitem__(self, label: str, value: Any) -> None:
+        self._labels[self._key(label)] = value
+
+    def __delitem__(self, label: str) -> None:
+        del self._labels[self._key(label)]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._labels)
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+
+@lru_cache(maxsize=1)
+def _parser() -> MarkdownIt:
+    from markdown_it import MarkdownIt
+
+    # Plain CommonMark, raw HTML included (it binds tighter than code spans, as in the spec).
+    return MarkdownIt("commonmark")

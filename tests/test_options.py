@@ -39,6 +39,7 @@ def test_empty_line_gives_the_defaults() -> None:
     assert options.chat == "default"
     assert options.new is False
     assert options.no_history is False
+    assert options.no_expand is False
 
 
 @pytest.mark.parametrize(
@@ -61,6 +62,7 @@ def test_empty_line_gives_the_defaults() -> None:
         ("--chat notes.v2-draft_1", "chat", "notes.v2-draft_1"),
         ("--new", "new", True),
         ("--no-history", "no_history", True),
+        ("--no-expand", "no_expand", True),
         ("-o answer", "out", "answer"),
         ("--out _reply2", "out", "_reply2"),
         ("-f text", "format", "text"),
@@ -222,7 +224,7 @@ def test_generated_help_lists_every_flag() -> None:
     assert help_text is not None
     assert "Ask a model hosted on Replicate" in help_text
     flags = "-m --model -t --temperature --top-p --top-k --max-tokens --stop -s --system -i"
-    flags += " --input -c --chat --new --no-history -o --out -f --format --timeout"
+    flags += " --input -c --chat --new --no-history --no-expand -o --out -f --format --timeout"
     for flag in flags.split():
         assert f"{flag} " in help_text or f"{flag}," in help_text, flag
 
