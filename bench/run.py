@@ -189,7 +189,7 @@ def reply_area(request: Any) -> list[Any]:
 
 def text_of(message: Any) -> str:
     data = message.content["data"]
-    return data.get("text/markdown", data.get("text/plain", ""))
+    return data.get("text/plain", "")
 
 
 def proc_cpu_seconds(pid: int) -> float:

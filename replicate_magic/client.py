@@ -162,7 +162,7 @@ class ReplicateClient:
                 await asyncio.sleep(_retry_delay(headers.get("Retry-After"), attempt))
                 continue
             title, detail = parse_problem(status, headers.get("Content-Type", ""), body)
-            raise self._redacted(error_for_status(status, title, detail))
+            raise self.redact(error_for_status(status, title, detail))
         raise AssertionError("unreachable")  # the loop always returns or raises
 
     async def _exchange(self, method: str, url: str, json: Any) -> tuple[int, Mapping[str, str], str]:
@@ -248,7 +248,7 @@ class ReplicateClient:
         if response.status >= 400:
             body = await response.text(errors="replace")
             title, detail = parse_problem(response.status, response.headers.get("Content-Type", ""), body)
-            raise self._redacted(error_for_status(response.status, title, detail))
+            raise self.redact(error_for_status(response.status, title, detail))
         content_type = response.headers.get("Content-Type", "")
         if not content_type.startswith("text/event-stream"):
             raise ResponseError(f"The stream answered with {content_type or 'no content type'}, not an event stream")
@@ -270,8 +270,8 @@ class ReplicateClient:
             "Next: check the network, the proxy settings and REPLICATE_BASE_URL."
         )
 
-    def _redacted(self, error: Exception) -> Exception:
-        # A server could echo what it was sent; the token must never reach the screen.
+    def redact(self, error: Exception) -> Exception:
+        """The error with every copy of the token replaced (a server or a model may echo it)."""
         if self._token and self._token in str(error):
             error.args = (str(error).replace(self._token, "[token]"),)
             for name in ("title", "detail"):
@@ -279,6 +279,10 @@ class ReplicateClient:
                 if isinstance(value, str):
                     setattr(error, name, value.replace(self._token, "[token]"))
         return error
+
+    def redact_text(self, text: str) -> str:
+        """``text`` with every copy of the token replaced."""
+        return text.replace(self._token, "[token]") if self._token else text
 
 
 class _Retryable(Exception):

@@ -3,8 +3,9 @@
 Updates are coalesced (at most ``FRAME_RATE`` a second, whatever the token rate) so a fast
 model never floods the browser; a timer on the streaming loop publishes what a skipped
 update held back, so nothing waits for the next token; the final update carries the whole
-text, which is what a saved notebook keeps. Outputs are mimebundles: text/markdown for
-notebooks, text/plain for everything else.
+text, which is what a saved notebook keeps. Outputs are mimebundles: ``text/html`` made by
+the one renderer (render.py: raw HTML in a reply is text, never markup) for notebooks,
+``text/plain`` for everything else, without control characters where a terminal shows it.
 """
 
 from __future__ import annotations
@@ -13,21 +14,26 @@ import asyncio
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from .safe_markdown import defang
+from .render import StreamingMarkdown, markdown_html, plain_html
+from .terminal import TerminalSanitizer, clean
 from .textparts import TextParts
 
 FRAME_RATE = 25.0
 
 
-def bundle(text: str, fmt: str, aside: str = "") -> dict[str, str]:
-    """The reply as a mimebundle; ``aside`` (a status or a note) is italic in Markdown only."""
+def bundle(text: str, fmt: str, aside: str = "", *, html: str | None = None) -> dict[str, str]:
+    """The reply as a mimebundle; ``aside`` (a status or a note) shows in italics under it.
+
+    ``html`` is the reply already rendered (a frame of a stream); by default it is rendered here.
+    """
     plain = "\n\n".join(part for part in (text, f"[{aside}]" if aside else "") if part)
     data = {"text/plain": plain}
     if fmt == "markdown":
-        # A live output is trusted: HTML in a reply would run, so it is disarmed first.
-        data["text/markdown"] = "\n\n".join(part for part in (defang(text), f"*{aside}*" if aside else "") if part)
+        body = (markdown_html(text) if html is None else html) if text else ""
+        data["text/html"] = body + (plain_html(aside) if aside else "")
     return data
 
 
@@ -69,8 +75,10 @@ class FrameThrottle:
 
     def _fire(self) -> None:
         self._timer = None
-        self._last = self._clock()
         self._publish()
+        # Counted from the end of the publish: a slow frame (the first one imports the
+        # renderer) must not let the next one follow it at once.
+        self._last = self._clock()
 
 
 class LiveReply:
@@ -87,12 +95,14 @@ class LiveReply:
         self.fmt = fmt
         self.rich = rich
         self._text = TextParts()
+        self._markdown = StreamingMarkdown()  # a frame re-renders only the blocks still open
         self.updates = 0  # display messages sent, for tests and benchmarks
         self._throttle = FrameThrottle(self._publish_frame, frame_rate, clock)
         self._handle: Any = None
         self._status = ""
         self._closed = False
         self._lock = threading.Lock()  # the kernel thread finishes while the loop may flush
+        self._terminal = TerminalSanitizer()  # plain text: a control sequence may span tokens
 
     @property
     def text(self) -> str:
@@ -121,7 +131,7 @@ class LiveReply:
     def append(self, token: str) -> None:
         self._text.append(token)
         if not self.rich:
-            sys.stdout.write(token)
+            sys.stdout.write(self._terminal.feed(token))
             sys.stdout.flush()
             return
         self._throttle.changed()
@@ -134,7 +144,8 @@ class LiveReply:
         if self.rich:
             self._publish(bundle(self.text, self.fmt, note), final=True)
         else:
-            sys.stdout.write((f"\n\n[{note}]" if note else "") + ("\n" if note or self.text else ""))
+            ending = (f"\n\n[{note}]" if note else "") + ("\n" if note or self.text else "")
+            sys.stdout.write(self._terminal.flush() + ending)
             sys.stdout.flush()
 
     def _publish_frame(self) -> None:
@@ -142,7 +153,9 @@ class LiveReply:
 
     def _bundle(self) -> dict[str, str]:
         # The status stands in the area only until the first token arrives.
-        return bundle(self.text, self.fmt, "" if self.text else self._status)
+        text = self.text
+        html = self._markdown.render(text) if self.fmt == "markdown" and text else None
+        return bundle(text, self.fmt, "" if text else self._status, html=html)
 
     def _publish(self, data: dict[str, str], final: bool = False) -> None:
         with self._lock:
@@ -160,7 +173,7 @@ def show_line(text: str, fmt: str, *, rich: bool) -> None:
 
         data = {"text/plain": text}
         if fmt == "markdown":
-            data["text/markdown"] = f"<sub>{text}</sub>"
+            data["text/html"] = plain_html(text, css="rm-metrics", style="sub")
         display(data, raw=True)
     else:
-        print(text)
+        print(clean(text))

@@ -10,11 +10,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .terminal import clean
+
 LOGIN_URL = "https://replicate.com/account/api-tokens"
 
 
 class ReplicateMagicError(Exception):
     """Base class: an error with a message meant for people, shown without a traceback."""
+
+    def __str__(self) -> str:
+        # Messages quote server text (details, model errors) and IPython prints them raw in
+        # a terminal: no control character or escape sequence may pass.
+        return clean(super().__str__())
 
     def _render_traceback_(self) -> list[str]:
         return [f"{type(self).__name__}: {self}"]

@@ -18,7 +18,9 @@ from .catalog import DEFAULT_MODEL, KNOWN_MODELS, MODEL_ALIASES
 from .conversation import kernel_store
 from .errors import ReplicateMagicError
 from .options import FORMATS, CellOptions, parse_cell_options, replicate_arguments
-from .prompt_template import expand
+from .environment import find_token
+from .prompt_template import Expansion, expand
+from .terminal import clean
 
 
 class ReplyInterrupted(ReplicateMagicError):
@@ -54,9 +56,14 @@ class ReplicateMagics(Magics):
     def replicate(self, line: str, cell: str | None = None) -> Any:
         """Ask a model hosted on Replicate; the reply streams into the output.
 
-        As a cell magic, the cell body is the prompt; ``{name}`` in it is replaced by that
-        variable's value (also ``{In[3]}`` and ``{Out[3]}``); other braces stay as typed.
-        The conversation is kept in the kernel, so the next cell continues it.
+        As a cell magic, the cell body is the prompt. Outside code, ``{name}`` is replaced by
+        that variable's value (also ``{In[3]}`` and ``{Out[3]}``) and ``{{name}}`` gives the
+        text ``{name}``; inside code (fenced or indented blocks, inline code spans) nothing
+        changes, and other braces stay as typed. Undefined names stay as typed, a value
+        holding the API token is never sent, and the line under the reply names what was
+        expanded. ``--no-expand`` sends the cell as typed. The conversation is kept in the
+        kernel, so the next cell continues it. Replies are rendered as Markdown by our own
+        renderer, with raw HTML shown as text and images shown as links.
 
         As a line magic: ``%replicate history [NAME]``, ``reset [NAME]``, ``chats``,
         ``export FILE [NAME]``, ``load FILE [NAME]``, ``models``, ``panel [NAME]``.
@@ -64,17 +71,19 @@ class ReplicateMagics(Magics):
         if cell is None:
             return self._subcommand(line)
         options = parse_cell_options(self.replicate, line)
-        prompt = cell.strip()
-        if self.expand_variables:
-            prompt = expand(prompt, self.shell.user_ns)
+        expansion = Expansion(cell)
+        if self.expand_variables and not options.no_expand:
+            # The cell as typed: stripping first would turn a leading indented code block into prose.
+            expansion = expand(cell, self.shell.user_ns, token=find_token())
+        prompt = expansion.text.strip()
         if not prompt:
             raise UsageError("The cell is empty: write the prompt below the %%replicate line.")
-        self._ask(options, prompt)
+        self._ask(options, prompt, expansion)
         return None  # the reply is already on screen: no Out[]
 
     # -- one turn -----------------------------------------------------------------------------
 
-    def _ask(self, options: CellOptions, prompt: str) -> None:
+    def _ask(self, options: CellOptions, prompt: str, expansion: Expansion) -> None:
         from .chat import ChatSession, Metrics, TurnRequest, TurnResult  # aiohttp loads here, not at %load_ext
         from .client import Timeouts
         from .display import LiveReply, show_line
@@ -126,11 +135,15 @@ class ReplicateMagics(Magics):
         (result,) = answered
         if options.out:
             self.shell.user_ns[options.out] = result.text
-        if metrics is not None:
-            line = metrics.line()
-            if result.ignored:
-                line += f" · not taken by this model: {', '.join(result.ignored)}"
-            show_line(line, fmt, rich=rich)
+        notes = [metrics.line()] if metrics is not None else []
+        if metrics is not None and result.ignored:
+            notes.append(f"not taken by this model: {', '.join(result.ignored)}")
+        if expansion.names:  # so the user sees what was sent
+            notes.append(f"expanded: {', '.join(expansion.names)}")
+        if expansion.withheld:
+            notes.append(f"not expanded, since the value holds the API token: {', '.join(expansion.withheld)}")
+        if notes:
+            show_line(" · ".join(notes), fmt, rich=rich)
 
     def _rich(self) -> bool:
         """Notebooks (a kernel) get a live Markdown area; terminal IPython gets streamed text."""
@@ -234,7 +247,8 @@ class _Text(str):
     """Plain text that shows without quotes as a magic's result."""
 
     def __repr__(self) -> str:
-        return str(self)
+        # text/plain reaches terminals raw; conversation names may come from a loaded file.
+        return clean(self)
 
 
 class _Transcript:
@@ -245,11 +259,15 @@ class _Transcript:
         self.messages = messages
 
     def __repr__(self) -> str:
+        # text/plain reaches terminals raw: replies and loaded messages are untrusted.
         if not self.messages:
-            return f"Conversation {self.name!r} is empty."
-        return "\n\n".join(f"{m['role']}: {m['content']}" for m in self.messages)
+            return clean(f"Conversation {self.name!r} is empty.")
+        return clean("\n\n".join(f"{m['role']}: {m['content']}" for m in self.messages))
 
-    def _repr_markdown_(self) -> str:
+    def _repr_html_(self) -> str:
+        from .render import markdown_html, plain_html
+
         if not self.messages:
-            return f"*Conversation `{self.name}` is empty.*"
-        return "\n\n".join(f"**{m['role']}**: {m['content']}" for m in self.messages)
+            return plain_html(f"Conversation {self.name!r} is empty.")
+        return "".join(plain_html(m["role"], css="rm-role", style="strong") + markdown_html(m["content"])
+                       for m in self.messages)

@@ -5,7 +5,7 @@ Handlers return at once; the turn streams on the private loop and the widgets fo
 model's traits. Updates from that loop's thread only set widget values: ``with output:``
 from a thread or task renders nothing (DESIGN.md, decision 2).
 
-Turns show as HTML made by ``safe_markdown`` (everything escaped, only our own tags), not
+Turns show as HTML made by the one renderer (render.py: raw HTML in a reply is text), not
 as ``text/markdown`` in an ``Output`` widget: JupyterLab renders an Output widget's
 contents as trusted, so HTML a model wrote there would run (a ``<script>``, an
 ``onerror=``). Setting ``HTML.value`` is also one small trait update, safe from any thread.
@@ -13,7 +13,6 @@ contents as trusted, so HTML a model wrote there would run (a ``<script>``, an
 
 from __future__ import annotations
 
-import html
 from functools import lru_cache
 from typing import Any, Callable
 
@@ -25,7 +24,7 @@ from traitlets import link
 from .catalog import KNOWN_MODELS
 from .conversation import Turn
 from .panel_model import FAILED, STOPPED, Draft, PanelModel
-from .safe_markdown import to_html
+from .render import StreamingMarkdown, inline_html, markdown_html
 
 __all__ = ["ChatPanel"]
 
@@ -47,6 +46,7 @@ class ChatPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type hints
         super().__init__(layout=Layout(width="100%", max_width="900px"))
         self._links: list[link] = []
         self._after_cell: Callable[[], None] | None = None
+        self._draft_markdown = StreamingMarkdown()  # the live reply re-renders only its open blocks
         self.model = model if model is not None else PanelModel(chat=chat, **settings)
         self._build()
         self._connect()
@@ -131,18 +131,18 @@ class ChatPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type hints
         self.model.clear()
 
     def _on_chat_changed(self, change: Any) -> None:
-        chat = html.escape(self.model.chat)
+        chat = inline_html(self.model.chat)
         self._title.value = f"{_CSS}<b>Replicate chat</b> · conversation <code>{chat}</code>"
 
     def _on_turns_changed(self, change: Any) -> None:
         self._history.value = render_turns(self.model.turns, self.model.chat)
 
     def _on_draft_changed(self, change: Any) -> None:
-        self._live.value = render_draft(self.model.draft)
+        self._live.value = render_draft(self.model.draft, self._draft_markdown)
 
     def _on_status_changed(self, change: Any) -> None:
         color = "var(--jp-error-color1, #c62828)" if self.model.error else "var(--jp-ui-font-color2, #616161)"
-        self._status.value = f'<span style="color: {color}">{html.escape(self.model.status)}</span>'
+        self._status.value = f'<span style="color: {color}">{inline_html(self.model.status)}</span>'
 
     def _on_busy_changed(self, change: Any) -> None:
         self._send_button.disabled = self.model.busy
@@ -191,27 +191,30 @@ _CSS = """<style>
 
 def render_turns(turns: tuple[Turn, ...], chat: str) -> str:
     if not turns:
-        return (f'<p class="rm-note">Conversation <code>{html.escape(chat)}</code> is empty: '
+        return (f'<p class="rm-note">Conversation <code>{inline_html(chat)}</code> is empty: '
                 "type a message below and press Send.</p>")
     return "".join(_turn_html(turn) for turn in turns)
 
 
-def render_draft(draft: Draft | None) -> str:
+def render_draft(draft: Draft | None, stream: StreamingMarkdown | None = None) -> str:
     if draft is None:
         return ""
     body = draft.reply or ("" if draft.note else "…")
-    return _message("You", draft.prompt, user=True) + _message(draft.model, body, note=_NOTES.get(draft.note, ""))
+    reply = stream.render(body) if stream is not None else markdown_html(body)
+    return (_message("You", markdown_html(draft.prompt), user=True)
+            + _message(draft.model, reply, note=_NOTES.get(draft.note, "")))
 
 
 @lru_cache(maxsize=1024)  # a finished turn never changes; only the live exchange re-renders
 def _turn_html(turn: Turn) -> str:
-    return _message("You", turn.prompt, user=True) + _message(turn.model or "model", turn.reply)
+    return (_message("You", markdown_html(turn.prompt), user=True)
+            + _message(turn.model or "model", markdown_html(turn.reply)))
 
 
-def _message(label: str, markdown: str, *, user: bool = False, note: str = "") -> str:
-    note_html = f'<p class="rm-note">{html.escape(note)}</p>' if note else ""
+def _message(label: str, body_html: str, *, user: bool = False, note: str = "") -> str:
+    note_html = f'<p class="rm-note">{inline_html(note)}</p>' if note else ""
     css = "rm-msg rm-user" if user else "rm-msg"
-    return f'<div class="{css}"><div class="rm-role">{html.escape(label)}</div>{to_html(markdown)}{note_html}</div>'
+    return f'<div class="{css}"><div class="rm-role">{inline_html(label)}</div>{body_html}{note_html}</div>'
 
 
 

@@ -15,7 +15,7 @@ from contextlib import aclosing
 from typing import Any, AsyncIterator, Callable, Mapping
 
 from .client import ReplicateClient, StreamLost
-from .errors import ModelError, ResponseError, StreamError
+from .errors import ModelError, ReplicateMagicError, ResponseError, StreamError
 from .inputs import Settings, build_input, parse_model
 from .sse import ServerSentEvent
 from .textparts import TextParts
@@ -49,6 +49,16 @@ class PredictionStream:
         self.finished = False  # the prediction reached an end on Replicate
 
     async def tokens(self) -> AsyncIterator[str]:
+        try:
+            async with aclosing(self._tokens()) as tokens:
+                async for token in tokens:
+                    yield token
+        except ReplicateMagicError as error:
+            # One boundary for every message built from server text: a model's error, a
+            # prediction's error, an echoed request. None may show the token.
+            raise self.client.redact(error) from None
+
+    async def _tokens(self) -> AsyncIterator[str]:
         ref = parse_model(self.model)
         properties = await self.client.input_properties(ref)
         inputs, self.ignored = build_input(self.messages, self.settings, properties)
@@ -131,7 +141,7 @@ class PredictionStream:
             return event.data
         if event.event == "logs":
             if self.on_log is not None and event.data:
-                self.on_log(event.data)
+                self.on_log(self.client.redact_text(event.data))
         elif event.event == "error":
             self.finished = True
             detail = _detail(event.data)

@@ -257,8 +257,15 @@ class KernelSession:
         return "\n".join(json.dumps([m["content"], m.get("metadata", {})], default=str) for m in self.iopub)
 
 
-def markdown(message: Message) -> str:
-    return message.content["data"].get("text/markdown", "")
+def html(message: Message) -> str:
+    return message.content["data"].get("text/html", "")
+
+
+def html_outputs(iopub: list[dict[str, Any]]) -> list[str]:
+    """The text/html of every output a kernel sent: displays, their updates and results."""
+    kinds = ("display_data", "update_display_data", "execute_result")
+    return [m["content"]["data"]["text/html"] for m in iopub
+            if m["header"]["msg_type"] in kinds and "text/html" in m["content"].get("data", {})]
 
 
 def plain(message: Message) -> str:

@@ -1,4 +1,4 @@
-"""The live reply area: coalescing, the final update, plain vs Markdown, disarmed HTML."""
+"""The live reply area: coalescing, the final update, plain vs HTML, hostile text inert."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import pytest
 import time
 
 from replicate_magic.display import FrameThrottle, LiveReply, bundle
-from replicate_magic.safe_markdown import defang
+from replicate_magic.render import markdown_html, plain_html
+
+from .html_allowlist import violations
 
 
 class FakeHandle:
@@ -36,7 +38,7 @@ async def test_a_burst_of_tokens_is_one_or_two_frames_and_the_last_is_whole():
     assert 1 <= len(updates) <= 2
     assert updates[-1]["text/plain"] == "".join(f" t{i}" for i in range(1000))
     reply.finish()
-    assert reply._handle.updates[-1]["text/markdown"] == reply.text
+    assert reply._handle.updates[-1]["text/html"] == markdown_html(reply.text)
 
 
 async def test_slow_tokens_each_show_without_waiting_for_the_next():
@@ -57,15 +59,24 @@ async def test_no_frame_after_finish():
     count = len(reply._handle.updates)
     await asyncio.sleep(0.1)
     assert len(reply._handle.updates) == count
-    assert reply._handle.updates[-1] == {"text/plain": "xy\n\n[interrupted]", "text/markdown": "xy\n\n*interrupted*"}
+    assert reply._handle.updates[-1] == {
+        "text/plain": "xy\n\n[interrupted]", "text/html": markdown_html("xy") + plain_html("interrupted")}
 
 
-def test_status_shows_until_the_first_token_and_never_in_plain_as_markdown():
+def test_status_shows_until_the_first_token():
     reply = live()
     reply._status = "asking m…"
-    assert reply._bundle() == {"text/plain": "[asking m…]", "text/markdown": "*asking m…*"}
+    assert reply._bundle() == {"text/plain": "[asking m…]", "text/html": plain_html("asking m…")}
     reply.text = "Hi"
-    assert reply._bundle() == {"text/plain": "Hi", "text/markdown": "Hi"}
+    assert reply._bundle() == {"text/plain": "Hi", "text/html": markdown_html("Hi", live=True)}
+
+
+def test_a_hostile_status_line_is_text():
+    reply = live()
+    reply.status('<img src=x onerror="window.pwned=1"> booting')
+    data = reply._bundle()
+    assert violations(data["text/html"]) == []
+    assert "&lt;img src=x" in data["text/html"]
 
 
 def test_text_format_has_no_markdown():
@@ -82,22 +93,20 @@ def test_terminal_mode_streams_plain_text(capsys):
 
 
 @pytest.mark.parametrize(
-    "reply, shown",
+    "reply",
     [
-        ('<img src=x onerror="alert(1)">', '&lt;img src=x onerror="alert(1)">'),
-        ("<script>steal()</script>", "&lt;script>steal()&lt;/script>"),
-        ("use `a<b` in code", "use `a<b` in code"),
-        ("```html\n<b>kept as code</b>\n```\n<b>not</b>", "```html\n<b>kept as code</b>\n```\n&lt;b>not&lt;/b>"),
-        ("[click](javascript:alert)", "[click](#)"),
-        ("[ok](https://replicate.com) [mail](mailto:a@b.c)", "[ok](https://replicate.com) [mail](mailto:a@b.c)"),
-        ("[ref]: vbscript:x", "[ref]: #"),
-        ("x < y, $a<b$", "x &lt; y, $a&lt;b$"),
+        '<img src=x onerror="alert(1)">',
+        "<script>steal()</script>",
+        "```html\n<b>kept as code</b>\n```\n<b>not</b>",
+        "[click](javascript:alert)",
+        "[ref]\n\n[ref]: vbscript:x",
     ],
 )
-def test_html_in_a_reply_is_disarmed_in_markdown_only(reply, shown):
+def test_html_in_a_reply_is_text_in_the_html_and_as_typed_in_the_plain_text(reply):
     data = bundle(reply, "markdown")
-    assert data["text/markdown"] == shown and data["text/plain"] == reply
-    assert defang(reply) == shown
+    assert data["text/plain"] == reply
+    assert data["text/html"] == markdown_html(reply)
+    assert violations(data["text/html"]) == []
 
 
 # -- the throttle ---------------------------------------------------------------------------------------

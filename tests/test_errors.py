@@ -55,3 +55,11 @@ def test_5xx_advice():
 def test_render_traceback_is_one_line():
     assert missing_token_error()._render_traceback_() == [f"MissingAuthError: {missing_token_error()}"]
     assert "REPLICATE_API_TOKEN" in str(missing_token_error())
+
+
+def test_messages_from_server_text_carry_no_control_sequences():
+    from replicate_magic.errors import ModelError
+
+    error = ModelError("The model failed: \x1b]0;owned\x07boom\x1b[2J")
+    assert str(error) == "The model failed: boom"
+    assert error._render_traceback_() == ["ModelError: The model failed: boom"]

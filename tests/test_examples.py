@@ -11,6 +11,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from replicate_magic.render import markdown_html
+
 from .conftest import TOKEN
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -23,8 +25,11 @@ def run_notebook(path: Path, tmp_path: Path):
 
 
 def final_text(cell) -> str:
-    """What the saved notebook shows for a %%replicate cell: its first output's Markdown."""
-    return cell.outputs[0]["data"]["text/markdown"]
+    """What the saved notebook keeps of a %%replicate cell: its first output's text, which
+    its HTML renders."""
+    data = cell.outputs[0]["data"]
+    assert data["text/html"] == markdown_html(data["text/plain"])
+    return data["text/plain"]
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.ipynb")))
@@ -64,4 +69,4 @@ def test_demo_command_streams_the_notebook(tmp_path):
     assert "answering from the emulator" in result.stdout
     assert "turn 2. You said: “Now make it about mountains.”" in result.stdout
     notebook = json.loads(saved.read_text())
-    assert any("text/markdown" in o.get("data", {}) for c in notebook["cells"] for o in c.get("outputs", []))
+    assert any("text/html" in o.get("data", {}) for c in notebook["cells"] for o in c.get("outputs", []))

@@ -16,9 +16,11 @@ import time
 import pytest
 
 from replicate_magic.emulator import Faults
+from replicate_magic.render import markdown_html
 
 from .conftest import TOKEN
-from .kernel_harness import KERNEL_NAMES, KernelSession, Request, kernel_env, markdown, plain
+from .html_allowlist import violations
+from .kernel_harness import KERNEL_NAMES, KernelSession, Request, html, html_outputs, kernel_env, plain
 
 MODEL = "meta/meta-llama-3-70b-instruct"  # the default model
 FRAME_RATE = 25  # display updates a second the package promises (README; display.FRAME_RATE)
@@ -84,6 +86,16 @@ def token_never_shown():
         assert TOKEN not in session.iopub_text()
 
 
+@pytest.fixture(autouse=True)
+def html_is_inert():
+    """Every text/html any kernel sent, in any test (replies, statuses, metrics, history),
+    holds only the elements and attributes of the allow-list."""
+    yield
+    for session in _sessions:
+        for fragment in html_outputs(session.iopub):
+            assert violations(fragment) == [], fragment[:500]
+
+
 # -- helpers ---------------------------------------------------------------------------------------
 
 
@@ -96,7 +108,7 @@ def _reply_area(cell: Request) -> tuple[str, list]:
 
 
 def _last_text(cell: Request) -> str:
-    return markdown(_reply_area(cell)[1][-1])
+    return plain(_reply_area(cell)[1][-1])
 
 
 def _assert_frame_gaps(area: list) -> None:
@@ -165,10 +177,10 @@ def test_stream_updates_one_display_area_at_frame_rate(kernel, emu):
     prediction_id = _only_prediction(emu)
     answer = _output(emu, prediction_id)
     assert len(emu.predictions[prediction_id].output) >= 80
-    assert markdown(updates[-1]) == answer
+    assert html(updates[-1]) == markdown_html(answer)
     assert plain(updates[-1]) == answer
     # Frames only grow (a prefix of the answer), after the status line that stood in first.
-    texts = [markdown(m) for m in updates[:-1] if markdown(m) and not markdown(m).startswith("*")]
+    texts = [plain(m) for m in updates[:-1] if plain(m) and not plain(m).startswith("[")]
     assert len(texts) > 3
     assert all(answer.startswith(t) for t in texts)
 
@@ -190,7 +202,8 @@ def test_full_speed_stream_is_coalesced_and_complete(kernel, emu):
     # Frames at the frame rate, plus the few that any reply has: the empty area, the
     # model's status line, the final text and the metrics line. Never one per token.
     assert len(shown) <= 30 * seconds + 5, (len(shown), seconds)
-    assert markdown(area[-1]) == "".join(tokens) == _output(emu, _only_prediction(emu))
+    assert plain(area[-1]) == "".join(tokens) == _output(emu, _only_prediction(emu))
+    assert html(area[-1]) == markdown_html("".join(tokens))
     assert not cell.of_type("execute_result")
 
 
@@ -218,7 +231,7 @@ def test_interrupt_cancels_the_prediction_and_keeps_the_partial_answer(kernel, e
 
     answer = _output(emu, prediction_id)  # what the server had generated when it was cancelled
     last = _last_text(cell)
-    partial, _, note = last.partition("\n\n*interrupted")
+    partial, _, note = last.partition("\n\n[interrupted")
     assert note, last
     assert partial and answer.startswith(partial)
     assert 5 < len(emu.predictions[prediction_id].output) < 80  # some tokens, far from all
@@ -315,7 +328,7 @@ def test_error_event_keeps_the_partial_answer_and_the_history(kernel, emu):
     partial = _output(emu, failed)
     assert len(emu.predictions[failed].output) == 3
     last = _last_text(cell)
-    assert last.startswith(partial + "\n\n*") and "error" in last
+    assert last.startswith(partial + "\n\n[") and "error" in last
     assert _history(kernel) == before
 
 
@@ -340,7 +353,8 @@ def test_run_all_with_nbclient_stops_at_the_failing_cell(tmp_path, emu, kernel_n
     saved = nb.cells[1].outputs  # what the .ipynb keeps: the final answer, then the metrics
     (prediction_id,) = emu.predictions
     assert [o.output_type for o in saved] == ["display_data", "display_data"]
-    assert saved[0].data["text/markdown"] == _output(emu, prediction_id)
+    assert saved[0].data["text/plain"] == _output(emu, prediction_id)
+    assert saved[0].data["text/html"] == markdown_html(_output(emu, prediction_id))
     assert "tokens" in saved[1].data["text/plain"]
     failed = nb.cells[3].outputs
     assert failed[-1].output_type == "error" and len(failed[-1].traceback) <= 2

@@ -156,7 +156,7 @@ def test_token_is_not_a_setting(ip):
 def test_history_reset_and_chats(ip, env_emu, capsys):
     ask(ip, "", "Hello")
     assert "user: Hello" in repr(ip.run_line_magic("replicate", "history"))
-    assert "**user**: Hello" in ip.run_line_magic("replicate", "history")._repr_markdown_()
+    assert "<strong>user</strong>" in ip.run_line_magic("replicate", "history")._repr_html_()
     assert ip.run_line_magic("replicate", "chats") == "default: 1 turn"
     ip.run_line_magic("replicate", "reset")
     assert replicate_magic.history() == []
@@ -220,3 +220,10 @@ def test_cli_errors_are_one_line(env_emu):
     missing = subprocess.run([sys.executable, "-m", "replicate_magic", "-m", "nobody/nothing", "Hi"],
                              capture_output=True, text=True)
     assert missing.returncode == 1 and "404" in missing.stderr and TOKEN not in missing.stderr
+
+
+def test_history_and_chats_as_text_carry_no_control_sequences(ip, env_emu):
+    from replicate_magic.magics import _Text, _Transcript
+
+    assert repr(_Transcript("x", [{"role": "assistant", "content": "a\x1b[2Jb\x1b]52;c;ZXZpbA==\x07"}])) == "assistant: ab"
+    assert repr(_Text("chat\x1b]0;title\x07: 1 turn")) == "chat: 1 turn"
