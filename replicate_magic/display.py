@@ -22,6 +22,7 @@ from .terminal import TerminalSanitizer, clean
 from .textparts import TextParts
 
 FRAME_RATE = 25.0
+SLOW_FRAME_FACTOR = 4.0  # a frame that costs t waits at least 4t: frames use at most ~20% of a core
 
 
 def bundle(text: str, fmt: str, aside: str = "", *, html: str | None = None) -> dict[str, str]:
@@ -41,8 +42,10 @@ class FrameThrottle:
     """Calls ``publish`` at most ``rate`` times a second, however often ``changed`` is called.
 
     A change that comes too soon arms one timer on the running loop, which publishes the
-    latest state, so nothing waits for the next token. Calls come from that loop's thread
-    (``cancel`` may come from another once the loop is done with this throttle).
+    latest state, so nothing waits for the next token. A publish that takes long (rendering
+    one huge paragraph) stretches the wait after it to ``SLOW_FRAME_FACTOR`` times its cost,
+    so frames never take more than a bounded share of a core. Calls come from that loop's
+    thread (``cancel`` may come from another once the loop is done with this throttle).
     """
 
     def __init__(
@@ -52,12 +55,13 @@ class FrameThrottle:
         self._interval = 1.0 / rate
         self._clock = clock
         self._last = float("-inf")
+        self._cost = 0.0  # how long the last publish took
         self._timer: asyncio.TimerHandle | None = None
 
     def changed(self) -> None:
         if self._timer is not None:
             return  # the armed timer will show this change too
-        wait = self._last + self._interval - self._clock()
+        wait = self._last + max(self._interval, SLOW_FRAME_FACTOR * self._cost) - self._clock()
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop to wait on: show it now
@@ -75,10 +79,12 @@ class FrameThrottle:
 
     def _fire(self) -> None:
         self._timer = None
+        started = self._clock()
         self._publish()
         # Counted from the end of the publish: a slow frame (the first one imports the
         # renderer) must not let the next one follow it at once.
         self._last = self._clock()
+        self._cost = self._last - started
 
 
 class LiveReply:
@@ -125,7 +131,7 @@ class LiveReply:
     def status(self, line: str) -> None:
         """A progress line (e.g. the model's boot logs), shown only while no text has come."""
         if not self._text and self.rich:
-            self._status = line
+            self._status = clean(line)  # a model's boot output: no control characters
             self._throttle.changed()
 
     def append(self, token: str) -> None:

@@ -50,33 +50,28 @@ class PredictionStream:
 
     async def tokens(self) -> AsyncIterator[str]:
         try:
-            async with aclosing(self._tokens()) as tokens:
-                async for token in tokens:
-                    yield token
+            ref = parse_model(self.model)
+            properties = await self.client.input_properties(ref)
+            inputs, self.ignored = build_input(self.messages, self.settings, properties)
+            if self.ignored:
+                log.info("%s does not take %s; not sent", ref, ", ".join(self.ignored))
+            try:
+                self.prediction = await self.client.create_prediction(ref, inputs)
+            except asyncio.CancelledError:
+                await self._cancel_unanswered_create()
+                raise
+            try:
+                async with aclosing(self._text()) as tokens:
+                    async for token in tokens:
+                        self._received.append(token)
+                        yield token
+            finally:
+                if not self.finished:
+                    await self.cancel()
         except ReplicateMagicError as error:
             # One boundary for every message built from server text: a model's error, a
             # prediction's error, an echoed request. None may show the token.
             raise self.client.redact(error) from None
-
-    async def _tokens(self) -> AsyncIterator[str]:
-        ref = parse_model(self.model)
-        properties = await self.client.input_properties(ref)
-        inputs, self.ignored = build_input(self.messages, self.settings, properties)
-        if self.ignored:
-            log.info("%s does not take %s; not sent", ref, ", ".join(self.ignored))
-        try:
-            self.prediction = await self.client.create_prediction(ref, inputs)
-        except asyncio.CancelledError:
-            await self._cancel_unanswered_create()
-            raise
-        try:
-            async with aclosing(self._text()) as tokens:
-                async for token in tokens:
-                    self._received.append(token)
-                    yield token
-        finally:
-            if not self.finished:
-                await self.cancel()
 
     @property
     def text(self) -> str:

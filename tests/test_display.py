@@ -124,3 +124,20 @@ async def test_throttle_publishes_the_latest_state_once_per_frame():
     throttle.cancel()
     await asyncio.sleep(0.08)
     assert len(published) == 2
+
+
+async def test_a_slow_frame_stretches_the_wait_after_it():
+    now = [0.0]
+    published: list[float] = []
+
+    def publish() -> None:  # a frame that costs 100 ms of the (fake) clock
+        published.append(now[0])
+        now[0] += 0.1
+
+    throttle = FrameThrottle(publish, rate=25, clock=lambda: now[0])
+    throttle.changed()
+    assert published == [0.0]
+    throttle.changed()  # 40 ms would be the frame interval; 4 x 100 ms is the wait now
+    assert throttle._timer is not None
+    assert abs(throttle._timer.when() - asyncio.get_running_loop().time() - 0.4) < 0.05
+    throttle.cancel()
