@@ -30,6 +30,7 @@ from .display import FrameThrottle
 from .errors import ReplicateMagicError
 from .inputs import Settings
 from .loop import shared_loop
+from .terminal import clean
 
 __all__ = ["Draft", "PanelModel"]
 
@@ -167,7 +168,7 @@ class PanelModel(HasTraits):
 
         def on_log(line: str) -> None:
             if not reply:  # boot logs matter only until the reply starts
-                self._say(line.strip()[:200] or self.status)
+                self._say(clean(line).strip()[:200] or self.status)  # a model's output: no controls
 
         result: TurnResult | None = None
         outcome: BaseException | None = None
