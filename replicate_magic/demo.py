@@ -16,6 +16,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from .terminal import clean
+
 DEFAULT_NOTEBOOK = Path(__file__).resolve().parent.parent / "examples" / "quickstart.ipynb"
 
 
@@ -87,7 +89,7 @@ def _execute(client: Any, cell: Any) -> tuple[list[Any], str]:
             output = nbformat.v4.output_from_msg(message)
             outputs.append(output)
             if kind == "stream":
-                echo.write(content["text"])
+                echo.write(clean(content["text"]))
             elif kind == "error":
                 echo.line("\n".join(content["traceback"]), red=True)
             elif display_id:
@@ -122,6 +124,7 @@ class _Echo:
         self.mid_line = False
 
     def update(self, display_id: str, text: str) -> None:
+        text = clean(text)  # a reply's own escape sequences never reach the terminal
         before = self.shown.get(display_id, "")
         if display_id == self.current and text.startswith(before):
             self.write(text[len(before):])
@@ -145,6 +148,7 @@ class _Echo:
         if self.mid_line:
             self.write("\n")
         self.current = None
+        text = clean(text)  # only our own colour below may reach the terminal
         if text:
             self.write((f"\033[31m{text}\033[0m" if red and self.tty else text) + "\n")
 
