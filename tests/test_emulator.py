@@ -701,3 +701,24 @@ def test_cli_help_and_run() -> None:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0 and "stopped" in out and "Traceback" not in err
+
+
+async def test_injected_log_lines_come_before_the_first_token(emu: Emulator,
+                                                              session: aiohttp.ClientSession) -> None:
+    lines = ["<img src=x onerror=alert(1)>", "two\nlines", "é😀 done"]
+    emu.inject(Faults(logs=lines, tokens=["a", "b"], cold_start=0.4))
+    pred = await create(session, emu)
+    await asyncio.sleep(0.3)  # half-way through the cold start: the lines are out, no token yet
+    _, _, body = await get_json(session, pred["urls"]["get"])
+    assert body["status"] == "starting" and body["output"] is None
+    assert body["logs"].endswith("".join(line + "\n" for line in lines))
+    events = await stream_all(session, pred["urls"]["stream"])
+    names = [e.event for e in events]
+    first_output = names.index("output")
+    logged = [e.data for e in events[:first_output] if e.event == "logs"]
+    assert logged[-3:] == lines and "Booting" in logged[0]  # after the boot lines, multi-line kept
+    assert "logs" not in names[first_output:] and outputs(events) == ["a", "b"]
+    # The next prediction has only its own boot lines again.
+    again = await create(session, emu)
+    body = await wait_status(session, again)
+    assert body["status"] == "succeeded" and not any(line in body["logs"] for line in lines)

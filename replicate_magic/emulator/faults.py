@@ -45,6 +45,10 @@ class Faults:
     """The next prediction emits exactly these output tokens."""
     tokens_per_second: float | None = None
     cold_start: float | None = None
+    logs: list[str] | None = None
+    """The next prediction emits these ``logs`` event lines before its first output token
+    (after its boot lines, before the second half of ``cold_start``, so they show while it
+    boots) and keeps them in its ``logs`` field, as the real API does."""
     slow_create: float = 0.0
     """Answer the next create this many seconds late: the prediction already exists meanwhile."""
 

@@ -192,12 +192,15 @@ async def generate(pred: Prediction, tokens: list[str], tokens_per_second: float
                    cold_start: float) -> None:
     """The model run: boot logs, `starting` for `cold_start` s, then paced tokens.
 
-    Runs as its own task, independent of any stream connection.
+    The injected log lines (``Faults.logs``) come after the boot lines, half-way through
+    the cold start. Runs as its own task, independent of any stream connection.
     """
     faults = pred.faults
     pred.add_log(f"Booting model {pred.model}...")
     await asyncio.sleep(cold_start / 2)
     pred.add_log("Loading weights... done")
+    for line in faults.logs or ():
+        pred.add_log(line)
     await asyncio.sleep(cold_start / 2)
     pred.start_processing()
     delay = 1.0 / tokens_per_second if tokens_per_second > 0 else 0.0
