@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Any, Callable
 
 from ipywidgets import (
-    HTML, BoundedIntText, Button, Combobox, FloatSlider, HBox, Layout, Textarea, VBox,
+    HTML, BoundedIntText, HTMLMath, Button, Combobox, FloatSlider, HBox, Layout, Textarea, VBox,
 )
 from traitlets import link
 
@@ -70,8 +70,9 @@ class ChatPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type hints
         )
         self._system = Textarea(placeholder="System prompt (optional)", rows=1, layout=_full())
         # JupyterLab's class for rendered Markdown: its styles for code, tables, quotes.
-        self._history = HTML(layout=_full()).add_class("jp-RenderedHTMLCommon")
-        self._live = HTML(layout=_full()).add_class("jp-RenderedHTMLCommon")
+        # HTMLMath: the frontend's MathJax typesets our math spans (plain HTML never does).
+        self._history = HTMLMath(layout=_full()).add_class("jp-RenderedHTMLCommon")
+        self._live = HTMLMath(layout=_full()).add_class("jp-RenderedHTMLCommon")
         self._prompt = Textarea(placeholder="Message", rows=3, layout=_full())
         self._send_button = Button(description="Send", button_style="primary", tooltip="Ask the model",
                                    layout=_button())
@@ -141,8 +142,8 @@ class ChatPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type hints
         self._live.value = render_draft(self.model.draft, self._draft_markdown)
 
     def _on_status_changed(self, change: Any) -> None:
-        color = "var(--jp-error-color1, #c62828)" if self.model.error else "var(--jp-ui-font-color2, #616161)"
-        self._status.value = f'<span style="color: {color}">{inline_html(self.model.status)}</span>'
+        css = "rm-status rm-error" if self.model.error else "rm-status"
+        self._status.value = f'<span class="{css}">{inline_html(self.model.status)}</span>'
 
     def _on_busy_changed(self, change: Any) -> None:
         self._send_button.disabled = self.model.busy
@@ -183,6 +184,8 @@ _CSS = """<style>
 .replicate-chat-panel .rm-role { font-size: 0.85em; font-weight: 600; margin-top: 4px;
   color: var(--jp-ui-font-color2, #616161); }
 .replicate-chat-panel .rm-note { font-style: italic; color: var(--jp-warn-color0, #b26a00); }
+.replicate-chat-panel .rm-status { color: var(--jp-ui-font-color2, #616161); }
+.replicate-chat-panel .rm-status.rm-error { color: var(--jp-error-color1, #c62828); }
 .replicate-chat-panel .rm-msg > :last-child { margin-bottom: 6px; }
 .replicate-chat-panel .rm-msg pre { padding: 6px 10px; border-radius: 4px;
   background: var(--jp-cell-editor-background, #f7f7f7); }

@@ -1,4 +1,4 @@
-"""JupyterLab in a subprocess and Debian's Chromium driven by Playwright, for test_browser.py.
+"""JupyterLab or Notebook 7 in a subprocess, and Debian's Chromium driven by Playwright.
 
 The recipe of research/runtime.md, Experiment 4: throw-away config, runtime, workspace and
 settings dirs; news and update checks off (their toast covers the page); notebook windowing
@@ -6,6 +6,13 @@ off (else off-screen cells leave the DOM); ``--allow-root``; ``--IdentityProvide
 a tall viewport (JupyterLab scrolls inside the page, so full-page shots show no more);
 ``executable_path`` so Playwright downloads no browser. Kernels inherit the server's
 environment, which is how they find the emulator.
+
+Notebook 7 is the JupyterLab stack with another shell: the same settings dirs and the same
+``.jp-Notebook .jp-Cell`` DOM, a notebook at ``/notebooks/<path>`` instead of
+``/lab/tree/<path>``. It has no status bar, but Notebook 7.6 shows the same
+``.jp-Notebook-ExecutionIndicator[data-status]`` in the notebook's toolbar (JupyterLab 4.6
+in its status bar), so a notebook counts as ready, in both, when that indicator says idle
+and the server's REST API (``/api/sessions``, asked from the page) says its kernel is idle.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import IO, Any, Callable
@@ -41,12 +49,18 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-class JupyterLab:
-    """``jupyter lab`` serving ``root`` on 127.0.0.1, with its own throw-away settings."""
+FRONTENDS = {"lab": "jupyterlab", "notebook": "notebook"}  # frontend -> the module that starts it
 
-    def __init__(self, root: Path, home: Path, env: dict[str, str]) -> None:
+
+class JupyterServer:
+    """``jupyter lab`` or ``jupyter notebook`` serving ``root`` on 127.0.0.1, with throw-away settings."""
+
+    def __init__(self, root: Path, home: Path, env: dict[str, str], frontend: str = "lab") -> None:
+        if frontend not in FRONTENDS:
+            raise ValueError(f"frontend must be one of {', '.join(FRONTENDS)}")
         self.root = root
         self.home = home
+        self.frontend = frontend
         self.port = free_port()
         self._env = env
         self._process: subprocess.Popen[bytes] | None = None
@@ -55,7 +69,11 @@ class JupyterLab:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}?token={SERVER_TOKEN}"
 
-    def start(self, timeout: float = 60) -> JupyterLab:
+    def notebook_url(self, path: str) -> str:
+        """The page of the notebook at ``path`` (relative to ``root``) in this frontend."""
+        return self.url(("lab/tree/" if self.frontend == "lab" else "notebooks/") + path)
+
+    def start(self, timeout: float = 60) -> JupyterServer:
         dirs = {name: self.home / name for name in ("config", "runtime", "workspaces", "settings", "ipython")}
         for folder in dirs.values():
             folder.mkdir(parents=True, exist_ok=True)
@@ -72,7 +90,7 @@ class JupyterLab:
         }
         self._log = (self.home / "jupyter.log").open("wb")
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
+            [sys.executable, "-m", FRONTENDS[self.frontend], "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
              f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
              f"--IdentityProvider.token={SERVER_TOKEN}", f"--ServerApp.root_dir={self.root}"],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -81,7 +99,7 @@ class JupyterLab:
         while not self._ready():
             if self._process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"JupyterLab did not start; its log:\n{self.log()[-3000:]}")
+                raise RuntimeError(f"jupyter {self.frontend} did not start; its log:\n{self.log()[-3000:]}")
             time.sleep(0.2)
         return self
 
@@ -120,7 +138,7 @@ def launch_chromium(playwright: Any, profile: Path) -> Any:
 
 
 class Notebook:
-    """One open notebook in JupyterLab, driven with the keyboard like a user would."""
+    """One open notebook in JupyterLab or Notebook 7, driven with the keyboard like a user would."""
 
     def __init__(self, page: Any) -> None:
         self.page = page
@@ -128,9 +146,17 @@ class Notebook:
     def open(self, url: str) -> Notebook:
         self.page.goto(url)
         self.page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-        # The kernel is ready when the status bar says so.
+        # The kernel is ready when the page says so (JupyterLab's status bar, Notebook 7's
+        # toolbar) and so does the server.
         self.page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=60_000)
+        wait_for(self._kernel_idle, 60, "the notebook's kernel to be idle on the server")
         return self
+
+    def _kernel_idle(self) -> bool:
+        path = urllib.parse.unquote(urllib.parse.urlsplit(self.page.url).path)
+        sessions = self.page.evaluate("() => fetch('/api/sessions').then(answer => answer.json())")
+        return any(path.endswith("/" + session["path"]) and session["kernel"]["execution_state"] == "idle"
+                   for session in sessions)
 
     def cell(self, index: int) -> Any:
         return self.page.locator(".jp-Notebook .jp-Cell").nth(index)

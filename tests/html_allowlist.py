@@ -23,7 +23,7 @@ ATTRIBUTES.update({
     "style": set(),
 })
 _CLASS = re.compile(
-    r"rm-md|rm-plain|rm-code|rm-note|rm-metrics|rm-role|rm-image-link|mathjax_ignore|mathjax_process"
+    r"rm-md|rm-plain|rm-code|rm-msg|rm-user|rm-status|rm-error|rm-note|rm-metrics|rm-role|rm-image-link|mathjax_ignore|mathjax_process"
     r"|math|inline|display|language-[\w+#.-]+"
 )
 _PYGMENTS_CLASSES = set(STANDARD_TYPES.values()) - {""}

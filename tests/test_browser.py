@@ -21,7 +21,7 @@ import pytest
 from replicate_magic.catalog import DEFAULT_MODEL
 from replicate_magic.emulator import Emulator, Faults
 
-from .browser_harness import CHROMIUM, REPO, JupyterLab, Notebook, launch_chromium, wait_for
+from .browser_harness import CHROMIUM, REPO, JupyterServer, Notebook, launch_chromium, wait_for
 from .conftest import TOKEN
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -121,7 +121,7 @@ def emu() -> Iterator[Emulator]:
 
 
 @pytest.fixture(scope="module")
-def lab(emu: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]:
+def lab(emu: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
     if not CHROMIUM.exists():  # only reached in CI, where a skip would hide the gap
         pytest.fail(f"CI=true but {CHROMIUM} is missing: install it with apt-get install -y chromium")
     home = tmp_path_factory.mktemp("lab")
@@ -136,7 +136,7 @@ def lab(emu: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jup
         REPLICATE_BASE_URL=emu.base_url, REPLICATE_API_TOKEN=TOKEN,  # kernels inherit these
         PYTHONPATH=str(REPO), NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost",
     )
-    server = JupyterLab(root, home, env).start()
+    server = JupyterServer(root, home, env, frontend="lab").start()
     try:
         yield server
     finally:
@@ -144,12 +144,12 @@ def lab(emu: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jup
 
 
 @pytest.fixture(scope="module")
-def chat(lab: JupyterLab, emu: Emulator) -> Iterator[ChatNotebook]:
+def chat(lab: JupyterServer, emu: Emulator) -> Iterator[ChatNotebook]:
     with sync_playwright() as playwright:
         context = launch_chromium(playwright, lab.home / "chromium-profile")
         try:
             page = context.pages[0] if context.pages else context.new_page()
-            notebook = Notebook(page).open(lab.url("lab/tree/chat.ipynb"))
+            notebook = Notebook(page).open(lab.notebook_url("chat.ipynb"))
             yield ChatNotebook(notebook, emu, lab.root / "chat.ipynb")
         finally:
             context.close()
@@ -226,8 +226,10 @@ def test_saved_and_reopened_notebook_shows_the_final_answers(chat: ChatNotebook,
 
     chat.notebook.save()
     saved = nbformat.read(chat.path, as_version=4)
-    for index in (MAGIC, MAGIC_AFTER):
-        assert saved.cells[index].outputs[0]["data"]["text/markdown"] == chat.reply(index)
+    for index in (MAGIC, MAGIC_AFTER):  # text for terminals, our HTML for notebooks
+        data = saved.cells[index].outputs[0]["data"]
+        assert data["text/plain"] == chat.reply(index)
+        assert all(word.strip() in data["text/html"] for word in chat.reply(index).split())
     assert TOKEN not in chat.path.read_text()
 
     chat.page.reload()

@@ -20,7 +20,12 @@ from replicate_magic.conversation import kernel_store
 from replicate_magic.emulator import Faults
 from replicate_magic.panel import ChatPanel
 
+from replicate_magic.panel import _CSS
+
 from .conftest import TOKEN
+from .html_allowlist import violations
+
+PANEL_CSS = _CSS.removeprefix("<style>").removesuffix("</style>")  # the panel's own style sheet
 
 WORDS = [f" word{n}" for n in range(40)]
 
@@ -209,7 +214,7 @@ def test_an_error_shows_in_the_status_line_and_the_conversation_stays(make_panel
     type_and_send(panel, "Lost?")
     wait(panel)
     assert panel.model.error and "404" in panel.model.status and "404" in panel._status.value
-    assert "error-color" in panel._status.value
+    assert "rm-error" in panel._status.value
     assert TOKEN not in panel._status.value
     assert replicate_magic.history() == before and "Keep me" in conversation_text(panel)
 
@@ -247,6 +252,19 @@ def test_html_in_a_reply_is_shown_as_text_never_run(make_panel, env_emu):
     shown = panel._history.value
     assert "<script" not in shown and "<img" not in shown and "<b>bold" not in shown
     assert "<script>alert(1)</script>" in conversation_text(panel)  # visible, as typed
+    assert violations(shown, css={PANEL_CSS}) == []
+
+
+def test_every_widget_value_of_a_hostile_turn_passes_the_allow_list(make_panel, env_emu):
+    panel = make_panel()
+    frames: list[str] = []
+    panel._live.observe(lambda change: frames.append(change.new), names="value")
+    env_emu.inject(Faults(tokens=["[x](&#106;avascript:1) ", "![](https://e.example/p.png) ", "``` a`b\n<svg onload=1>"],
+                          logs=["<img src=x onerror=1>\x1b]0;t\x07"], cold_start=0.3))
+    type_and_send(panel, "<iframe src=javascript:1>")
+    wait(panel)
+    for value in [*frames, panel._history.value, panel._status.value, panel._title.value]:
+        assert violations(value, css={PANEL_CSS}, extra={"b": set()}) == [], value[:300]
 
 
 def test_settings_and_system_prompt_reach_the_model(make_panel, env_emu):
