@@ -115,7 +115,7 @@ class StreamingMarkdown:
 
 
 def _wrap(inner: str) -> str:
-    css = f"<style>{_code_css()}</style>" if 'class="rm-code' in inner else ""
+    css = f"<style>{_code_css()}</style>" if "<pre" in inner else ""
     return _ROOT_OPEN + css + inner + _ROOT_CLOSE
 
 
@@ -301,7 +301,9 @@ def _code_css() -> str:
         matches = [group for group in groups if css_class and token_type in group[0]]
         if matches:
             classes.setdefault(max(matches, key=lambda group: len(group[0]))[1], []).append("." + css_class)
-    rules = []
+    # A background, as in the editor, so two code blocks in a row read as two.
+    rules = [".rm-md pre { background: var(--jp-cell-editor-background, #f7f7f7); padding: 6px 10px; "
+             "border-radius: 4px; }"]
     for key, selectors in classes.items():
         colour, extra = key.split("|")
         style = f"color: var(--jp-mirror-editor-{colour}-color)" + (f"; {extra}" if extra else "")

@@ -130,7 +130,8 @@ def test_indented_code_under_a_numbered_step_is_code_and_highlighted_as_python()
 def test_an_unknown_language_is_plain_code() -> None:
     rendered = markdown_html("```no-such-language\n<b>x</b>\n```")
     assert '<pre><code class="language-no-such-language">&lt;b&gt;x&lt;/b&gt;\n</code></pre>' in rendered
-    assert "<style>" not in rendered
+    assert '<span class="' not in rendered
+    assert "<style>" not in markdown_html("no code here")
 
 
 def test_absurd_nesting_shows_as_plain_text_and_hides_nothing() -> None:
