@@ -27,8 +27,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 CHROMIUM = Path("/usr/bin/chromium")
 SERVER_TOKEN = "browser-test-token"  # the Jupyter server's, not Replicate's
@@ -128,6 +129,31 @@ class JupyterServer:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+# What a developer's shell may hold that the notebook's kernels must not see.
+_SCRUB = ("REPLICATE_API_TOKEN", "REPLICATE_API_KEY", "REPLICATE_BASE_URL", "HTTP_PROXY", "HTTPS_PROXY",
+          "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy", "PYTHONSTARTUP", "IPYTHONDIR")
+
+
+def serve_notebook(home: Path, name: str, cells: list[str], base_url: str, token: str,
+                   frontend: str = "lab") -> JupyterServer:
+    """A started server whose root holds ``name`` (a notebook of these code cells); its
+    kernels find the emulator at ``base_url`` through the environment they inherit."""
+    import nbformat
+
+    root = home / "notebooks"
+    root.mkdir()
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, root / name)
+    env = {key: value for key, value in os.environ.items() if key not in _SCRUB}
+    env.update(
+        REPLICATE_BASE_URL=base_url, REPLICATE_API_TOKEN=token,
+        PYTHONPATH=str(REPO), NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost",
+    )
+    return JupyterServer(root, home, env, frontend=frontend).start()
 
 
 def launch_chromium(playwright: Any, profile: Path) -> Any:

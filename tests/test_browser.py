@@ -12,8 +12,9 @@ Elsewhere they skip, saying why, when /usr/bin/chromium is missing.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import nbformat
 import pytest
@@ -21,7 +22,14 @@ import pytest
 from replicate_magic.catalog import DEFAULT_MODEL
 from replicate_magic.emulator import Emulator, Faults
 
-from .browser_harness import CHROMIUM, REPO, JupyterServer, Notebook, launch_chromium, wait_for
+from .browser_harness import (
+    CHROMIUM,
+    JupyterServer,
+    Notebook,
+    launch_chromium,
+    serve_notebook,
+    wait_for,
+)
 from .conftest import TOKEN
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -32,7 +40,7 @@ if not IN_CI:
     pytest.importorskip("playwright.sync_api", reason="browser tests need playwright (the test extra)")
     pytest.importorskip("jupyterlab", reason="browser tests need jupyterlab (the test extra)")
 
-from playwright.sync_api import sync_playwright  # noqa: E402  (after the skip checks)
+from playwright.sync_api import sync_playwright
 
 SLOW = 15.0  # tokens per second: slow enough to watch a reply arrive
 CELLS = [
@@ -43,8 +51,6 @@ CELLS = [
     "%%replicate --no-history\nRepeat what I paste.",
 ]
 LOAD, MAGIC, PANEL, MAGIC_AFTER, HOSTILE = range(len(CELLS))
-_SCRUB = ("REPLICATE_API_TOKEN", "REPLICATE_API_KEY", "REPLICATE_BASE_URL", "HTTP_PROXY", "HTTPS_PROXY",
-          "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy", "PYTHONSTARTUP", "IPYTHONDIR")
 
 
 def words(prefix: str, count: int = 30) -> list[str]:
@@ -125,18 +131,7 @@ def lab(emu: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jup
     if not CHROMIUM.exists():  # only reached in CI, where a skip would hide the gap
         pytest.fail(f"CI=true but {CHROMIUM} is missing: install it with apt-get install -y chromium")
     home = tmp_path_factory.mktemp("lab")
-    root = home / "notebooks"
-    root.mkdir()
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell(source) for source in CELLS]
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(notebook, root / "chat.ipynb")
-    env = {key: value for key, value in os.environ.items() if key not in _SCRUB}
-    env.update(
-        REPLICATE_BASE_URL=emu.base_url, REPLICATE_API_TOKEN=TOKEN,  # kernels inherit these
-        PYTHONPATH=str(REPO), NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost",
-    )
-    server = JupyterServer(root, home, env, frontend="lab").start()
+    server = serve_notebook(home, "chat.ipynb", CELLS, emu.base_url, TOKEN, frontend="lab")
     try:
         yield server
     finally:

@@ -23,16 +23,23 @@ import os
 import re
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import nbformat
 import pytest
 
 from replicate_magic.emulator import Emulator, Faults
 from replicate_magic.render import _code_css
 
-from .browser_harness import CHROMIUM, REPO, SCREENSHOTS, JupyterServer, Notebook, launch_chromium, wait_for
+from .browser_harness import (
+    CHROMIUM,
+    SCREENSHOTS,
+    Notebook,
+    launch_chromium,
+    serve_notebook,
+    wait_for,
+)
 from .conftest import TOKEN
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -44,14 +51,12 @@ if not IN_CI:
     pytest.importorskip("jupyterlab", reason="browser tests need jupyterlab (the test extra)")
     pytest.importorskip("notebook", reason="browser tests need notebook 7 (the test extra)")
 
-from playwright.sync_api import sync_playwright  # noqa: E402  (after the skip checks)
+from playwright.sync_api import sync_playwright
 
-from replicate_magic.panel import _CSS as _PANEL_CSS  # noqa: E402  (ipywidgets: after the skip checks)
+from replicate_magic.panel import _CSS as _PANEL_CSS
 
 FAST = 150.0  # tokens per second: a few seconds of frames for a long hostile reply
 CHAT = "hostile"
-_SCRUB = ("REPLICATE_API_TOKEN", "REPLICATE_API_KEY", "REPLICATE_BASE_URL", "HTTP_PROXY", "HTTPS_PROXY",
-          "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy", "PYTHONSTARTUP", "IPYTHONDIR")
 
 
 def attacks(port: int) -> list[tuple[str, str]]:
@@ -208,7 +213,7 @@ class Exfil:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
@@ -325,18 +330,7 @@ def nb(request: pytest.FixtureRequest, emu: Emulator, exfil: Exfil,
     if not CHROMIUM.exists():  # only reached in CI, where a skip would hide the gap
         pytest.fail(f"CI=true but {CHROMIUM} is missing: install it with apt-get install -y chromium")
     home = tmp_path_factory.mktemp(f"hostile-{frontend}")
-    root = home / "notebooks"
-    root.mkdir()
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell(source) for source in CELLS]
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(notebook, root / "hostile.ipynb")
-    env = {key: value for key, value in os.environ.items() if key not in _SCRUB}
-    env.update(
-        REPLICATE_BASE_URL=emu.base_url, REPLICATE_API_TOKEN=TOKEN,  # kernels inherit these
-        PYTHONPATH=str(REPO), NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost",
-    )
-    server = JupyterServer(root, home, env, frontend=frontend).start()
+    server = serve_notebook(home, "hostile.ipynb", CELLS, emu.base_url, TOKEN, frontend=frontend)
     try:
         with sync_playwright() as playwright:
             context = launch_chromium(playwright, home / "chromium-profile")
