@@ -7,12 +7,17 @@ cell never duplicates history. ``ConversationStore`` holds the conversations by 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+MAX_LOAD_BYTES = 50_000_000  # a conversation file larger than this is not one
 
 __all__ = ["Conversation", "ConversationStore", "Turn"]
 
@@ -234,25 +239,53 @@ class ConversationStore:
         conversation.name = name  # the store's key and the conversation's name never disagree
         self._conversations[name] = conversation
 
-    def save(self, name: str, path: str | os.PathLike[str]) -> None:
-        """Write conversation ``name`` to a JSON file; ``KeyError`` if there is none."""
+    def save(self, name: str, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+        """Write conversation ``name`` to a JSON file; ``KeyError`` if there is none.
+
+        An existing file is kept (``FileExistsError``) unless ``overwrite``. The text goes to
+        a temporary file beside it first and then takes its place, so a full disk or a crash
+        leaves the old file whole; a symlink is replaced, never written through.
+        """
         data = self._conversations[name].to_json()
         text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-        Path(path).write_text(text, encoding="utf-8")
+        target = Path(path)
+        if not overwrite and (target.exists() or target.is_symlink()):
+            raise FileExistsError(errno.EEXIST, "the file exists (add --force to replace it)", os.fspath(path))
+        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                out.write(text)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
 
     def load(self, path: str | os.PathLike[str], name: str | None = None) -> Conversation:
-        """Read a JSON file into conversation ``name`` (default: the name in the file)."""
+        """Read a JSON file into conversation ``name`` (default: the name in the file).
+
+        Every failure to read or parse is a ``ValueError`` (or the ``OSError`` of opening it)
+        naming the file; at most ``MAX_LOAD_BYTES`` are read, so ``/dev/zero`` cannot fill memory.
+        """
+        where = os.fspath(path)
+        with open(path, "rb") as source:
+            raw = source.read(MAX_LOAD_BYTES + 1)
+        if len(raw) > MAX_LOAD_BYTES:
+            raise ValueError(f"{where}: larger than {MAX_LOAD_BYTES // 1_000_000} MB; not a conversation file")
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            data = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError:
-            raise ValueError(f"{os.fspath(path)}: not UTF-8 text") from None
+            raise ValueError(f"{where}: not UTF-8 text") from None
         except json.JSONDecodeError as err:
-            where = f"line {err.lineno} column {err.colno}"
-            raise ValueError(f"{os.fspath(path)}: not valid JSON ({err.msg}, {where})") from None
+            raise ValueError(f"{where}: not valid JSON ({err.msg}, line {err.lineno} column {err.colno})") from None
+        except RecursionError:
+            raise ValueError(f"{where}: JSON nested too deeply") from None
         try:
             conversation = Conversation.from_json(data, name)
-        except ValueError as err:
-            raise ValueError(f"{os.fspath(path)}: {err}") from None
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as err:
+            raise ValueError(f"{where}: not a conversation ({err})") from None
         self.replace(conversation.name, conversation)
         return conversation
 

@@ -182,11 +182,12 @@ class ReplicateMagics(Magics):
         return _Text("\n".join(rows) or "No conversations yet.")
 
     def _cmd_export(self, args: list[str]) -> None:
-        path, name = _path_and_name(args, "export FILE [NAME]")
+        force = "--force" in args
+        path, name = _path_and_name([a for a in args if a != "--force"], "export FILE [NAME] [--force]")
         if name not in kernel_store:
             raise UsageError(f"There is no conversation {name!r} to export; %replicate chats lists them.")
         try:
-            kernel_store.save(name, path)
+            kernel_store.save(name, path, overwrite=force)
         except OSError as error:
             raise UsageError(f"Could not write {path}: {error.strerror or error}") from None
         print(f"Saved conversation {name!r} ({_turns(len(kernel_store.get(name)))}) to {path}.")
@@ -221,7 +222,7 @@ _SUBCOMMAND_HELP = """\
 %replicate history [NAME]      show a conversation (default: default)
 %replicate reset [NAME]        forget a conversation
 %replicate chats               list the conversations
-%replicate export FILE [NAME]  save a conversation as JSON
+%replicate export FILE [NAME] [--force]  save a conversation as JSON (--force: replace FILE)
 %replicate load FILE [NAME]    load a conversation from JSON
 %replicate models              models known by name
 %replicate panel [NAME]        a chat panel on that conversation (shared with -c NAME)"""

@@ -227,3 +227,40 @@ def test_history_and_chats_as_text_carry_no_control_sequences(ip, env_emu):
 
     assert repr(_Transcript("x", [{"role": "assistant", "content": "a\x1b[2Jb\x1b]52;c;ZXZpbA==\x07"}])) == "assistant: ab"
     assert repr(_Text("chat\x1b]0;title\x07: 1 turn")) == "chat: 1 turn"
+
+
+def test_export_never_replaces_a_file_unless_forced_and_writes_atomically(ip, env_emu, tmp_path):
+    ask(ip, "", "Keep me")
+    notebook = tmp_path / "analysis.ipynb"
+    notebook.write_text("my notebook")
+    link = tmp_path / "link.json"
+    link.symlink_to(notebook)
+    for target in (notebook, link):
+        with pytest.raises(UsageError, match="exists .*--force"):
+            ip.run_line_magic("replicate", f"export {target}")
+    assert notebook.read_text() == "my notebook" and link.is_symlink()
+    ip.run_line_magic("replicate", f"export {link} --force")
+    assert notebook.read_text() == "my notebook"  # the link itself was replaced, not written through
+    assert not link.is_symlink() and json.loads(link.read_text())["turns"][0]["prompt"] == "Keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["analysis.ipynb", "link.json"]  # no temporary left
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\xff\xfe", "not UTF-8"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b'{"turns": 5}', "not a conversation"),
+    (b'{"turns": [{"prompt": 1}]}', "not a conversation"),
+])
+def test_load_turns_every_bad_file_into_one_line(ip, tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+    with pytest.raises(UsageError, match=message):
+        ip.run_line_magic("replicate", f"load {path}")
+
+
+def test_load_reads_a_bounded_amount(ip, monkeypatch):
+    from replicate_magic import conversation
+
+    monkeypatch.setattr(conversation, "MAX_LOAD_BYTES", 1_000_000)
+    with pytest.raises(UsageError, match="larger than 1 MB"):
+        ip.run_line_magic("replicate", "load /dev/zero")
