@@ -49,6 +49,11 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    magics = ipython.magics_manager.registry.get("ReplicateMagics")
+    """``%unload_ext replicate_magic``: the magics and their cell hook go; conversations stay."""
+    manager = ipython.magics_manager
+    magics = manager.registry.pop("ReplicateMagics", None)
     if magics is not None:
         ipython.events.unregister("pre_run_cell", magics._remember_cell_id)
+    for kind in ("line", "cell"):
+        if getattr(manager.magics[kind].get("replicate"), "__self__", None) is magics:
+            del manager.magics[kind]["replicate"]

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 MAX_LOAD_BYTES = 50_000_000  # a conversation file larger than this is not one
+CHAT_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # a conversation's name: -c, load, the panel
+CHAT_NAME_RULE = "letters, digits, '_', '.', '-'"
 
 __all__ = ["Conversation", "ConversationStore", "Turn"]
 
@@ -123,7 +126,10 @@ class Conversation:
             raise ValueError(
                 f"expected a conversation object or a list of messages, not {type(data).__name__}"
             )
-        return cls(name or stored or "default", system, turns)
+        chosen = name or stored or "default"
+        if not CHAT_NAME.fullmatch(chosen):
+            raise ValueError(f"the conversation name {chosen!r} is not allowed ({CHAT_NAME_RULE})")
+        return cls(chosen, system, turns)
 
     def _index_of(self, cell_id: str | None) -> int | None:
         if cell_id is None:
@@ -263,11 +269,12 @@ class ConversationStore:
                 os.unlink(temporary)
             raise
 
-    def load(self, path: str | os.PathLike[str], name: str | None = None) -> Conversation:
+    def load(self, path: str | os.PathLike[str], name: str | None = None, *, replace: bool = False) -> Conversation:
         """Read a JSON file into conversation ``name`` (default: the name in the file).
 
         Every failure to read or parse is a ``ValueError`` (or the ``OSError`` of opening it)
         naming the file; at most ``MAX_LOAD_BYTES`` are read, so ``/dev/zero`` cannot fill memory.
+        A conversation that has turns or a system prompt is replaced only with ``replace``.
         """
         where = os.fspath(path)
         with open(path, "rb") as source:
@@ -286,6 +293,11 @@ class ConversationStore:
             conversation = Conversation.from_json(data, name)
         except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as err:
             raise ValueError(f"{where}: not a conversation ({err})") from None
+        existing = self._conversations.get(conversation.name)
+        if existing is not None and (len(existing) or existing.system) and not replace:
+            raise ValueError(
+                f"conversation {conversation.name!r} already has {len(existing)} turn(s); "
+                "add --replace to replace it, or load it under another NAME")
         self.replace(conversation.name, conversation)
         return conversation
 

@@ -7,6 +7,7 @@ it is read from ``REPLICATE_API_TOKEN`` when a request starts, and shown nowhere
 
 from __future__ import annotations
 
+import os
 import shlex
 from typing import Any, Callable
 
@@ -43,12 +44,22 @@ class ReplicateMagics(Magics):
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         self._cell_id: str | None = None
+        self._asked = 0  # turns asked during the current execution
         if shell is not None:
             shell.events.register("pre_run_cell", self._remember_cell_id)
 
     def _remember_cell_id(self, info: Any) -> None:
         # Frontends send the cell's id; re-running a cell then replaces its earlier exchange.
         self._cell_id = getattr(info, "cell_id", None)
+        self._asked = 0
+
+    def _turn_key(self) -> str | None:
+        """The key a turn is recorded under: the cell's id for its first turn, then one more
+        per turn, so a loop in one cell appends its turns and a re-run replaces each of them."""
+        self._asked += 1
+        if self._cell_id is None:
+            return None
+        return self._cell_id if self._asked == 1 else f"{self._cell_id}#{self._asked}"
 
     @no_var_expand  # braces and $ on the line are ours (JSON in -i, "$5" in -s)
     @line_cell_magic
@@ -66,7 +77,8 @@ class ReplicateMagics(Magics):
         renderer, with raw HTML shown as text and images shown as links.
 
         As a line magic: ``%replicate history [NAME]``, ``reset [NAME]``, ``chats``,
-        ``export FILE [NAME]``, ``load FILE [NAME]``, ``models``, ``panel [NAME]``.
+        ``export FILE [NAME] [--force]``, ``load FILE [NAME] [--replace]``, ``models``,
+        ``panel [NAME]``.
         """
         if cell is None:
             return self._subcommand(line)
@@ -103,7 +115,7 @@ class ReplicateMagics(Magics):
             new=options.new,
             use_history=not options.no_history,
             max_history=self.max_history,
-            cell_id=self._cell_id,
+            cell_id=self._turn_key(),
             timeouts=Timeouts(connect=self.connect_timeout, idle=options.timeout or self.timeout),
         )
         fmt = options.format or self.output_format
@@ -184,6 +196,7 @@ class ReplicateMagics(Magics):
     def _cmd_export(self, args: list[str]) -> None:
         force = "--force" in args
         path, name = _path_and_name([a for a in args if a != "--force"], "export FILE [NAME] [--force]")
+        path = self._expand_path(path)
         if name not in kernel_store:
             raise UsageError(f"There is no conversation {name!r} to export; %replicate chats lists them.")
         try:
@@ -193,13 +206,20 @@ class ReplicateMagics(Magics):
         print(f"Saved conversation {name!r} ({_turns(len(kernel_store.get(name)))}) to {path}.")
 
     def _cmd_load(self, args: list[str]) -> None:
-        path, name = _path_and_name(args, "load FILE [NAME]", default=None)
+        replace = "--replace" in args
+        path, name = _path_and_name([a for a in args if a != "--replace"], "load FILE [NAME] [--replace]",
+                                    default=None)
+        path = self._expand_path(path)
         try:
-            conversation = kernel_store.load(path, name)
+            conversation = kernel_store.load(path, name, replace=replace)
         except (OSError, ValueError) as error:
             detail = error.strerror if isinstance(error, OSError) and error.strerror else error
             raise UsageError(f"Could not load {path}: {detail}") from None
         print(f"Loaded conversation {conversation.name!r} ({_turns(len(conversation))}) from {path}.")
+
+    def _expand_path(self, path: str) -> str:
+        """``~``, ``$var`` and ``{var}`` in a path, as IPython expands other magics' lines."""
+        return os.path.expanduser(self.shell.var_expand(path) if self.shell is not None else path)
 
     def _cmd_models(self, args: list[str]) -> Any:
         _one_name(args, "models", most=0)
@@ -223,7 +243,7 @@ _SUBCOMMAND_HELP = """\
 %replicate reset [NAME]        forget a conversation
 %replicate chats               list the conversations
 %replicate export FILE [NAME] [--force]  save a conversation as JSON (--force: replace FILE)
-%replicate load FILE [NAME]    load a conversation from JSON
+%replicate load FILE [NAME] [--replace]  load a conversation from JSON (--replace: over a non-empty one)
 %replicate models              models known by name
 %replicate panel [NAME]        a chat panel on that conversation (shared with -c NAME)"""
 

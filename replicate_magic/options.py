@@ -8,6 +8,7 @@ To add an option, add a field here; nothing else needs to change.
 
 from __future__ import annotations
 
+import builtins
 import json
 import keyword
 import math
@@ -21,6 +22,8 @@ from typing import Any, TypeVar
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, magic_arguments
 
+from .conversation import CHAT_NAME, CHAT_NAME_RULE
+
 __all__ = ["CellOptions", "parse_cell_options", "replicate_arguments"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -28,7 +31,6 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 FORMATS = ("markdown", "text")
 _FLAG = "flag"  # the metadata key of a field's _Flag
 _INPUT_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_CHAT_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _MODEL_NAME = re.compile(r"\S+")  # names and aliases vary; only blank ones are surely wrong
 
 
@@ -76,9 +78,17 @@ def _matching(pattern: re.Pattern[str], allowed: str) -> Callable[[Any], Any]:
     return rule
 
 
+# IPython's own names in the user's namespace: replacing one breaks the shell or its history.
+_IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "_", "__", "___",
+                            "_i", "_ii", "_iii", "_ih", "_oh", "_dh"})
+_IPYTHON_NUMBERED = re.compile(r"_i?\d+")  # _3 and _i3: the output and input of cell 3
+
+
 def _variable_name(value: str) -> str:
     if not value.isidentifier() or keyword.iskeyword(value):
         raise ValueError(f"invalid value {value!r} (allowed: a Python variable name)")
+    if value in _IPYTHON_NAMES or _IPYTHON_NUMBERED.fullmatch(value) or hasattr(builtins, value):
+        raise ValueError(f"invalid value {value!r}: a name Python or IPython already uses; choose another")
     return value
 
 
@@ -165,7 +175,7 @@ class CellOptions:
     )
     chat: str = _option(
         "-c", "--chat", metavar="NAME", default="default",
-        rule=_matching(_CHAT_NAME, "letters, digits, '_', '.', '-'"),
+        rule=_matching(CHAT_NAME, CHAT_NAME_RULE),
         help="conversation to continue (default: default)",
     )
     new: bool = _option(

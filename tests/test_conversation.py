@@ -294,13 +294,18 @@ def test_store_load_under_another_name(tmp_path: Path) -> None:
     assert store.names() == ["copy", "default"]
 
 
-def test_store_load_replaces_the_existing_conversation(tmp_path: Path) -> None:
+def test_store_load_replaces_a_conversation_with_turns_only_when_asked(tmp_path: Path) -> None:
     store = ConversationStore()
     store.replace("work", chat(3))
     path = tmp_path / "one.json"
     path.write_text(json.dumps([user("only"), assistant("one")]), encoding="utf-8")
-    store.load(path, name="work")
+    with pytest.raises(ValueError, match="already has 3 turn"):
+        store.load(path, name="work")
+    assert len(store.get("work")) == 3
+    store.load(path, name="work", replace=True)
     assert [t.prompt for t in store.get("work").turns] == ["only"]
+    store.get("empty")
+    assert store.load(path, name="empty").name == "empty"  # an empty one is simply filled
 
 
 @pytest.mark.parametrize(

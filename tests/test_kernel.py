@@ -385,6 +385,15 @@ def test_history_across_cells_and_rerun_replaces(kernel, emu):
     assert rerun[2:] == history[2:]
 
 
+def test_turns_asked_in_a_loop_in_one_cell_all_stay_and_a_rerun_replaces_them(kernel, emu):
+    kernel.ok("%replicate reset")
+    loop = "for q in ['One?', 'Two?', 'Three?']:\n    get_ipython().run_cell_magic('replicate', '', q)"
+    kernel.ok(loop, cell_id="loop")
+    assert [m["content"] for m in _history(kernel) if m["role"] == "user"] == ["One?", "Two?", "Three?"]
+    kernel.ok(loop.replace("Two?", "Deux?"), cell_id="loop")
+    assert [m["content"] for m in _history(kernel) if m["role"] == "user"] == ["One?", "Deux?", "Three?"]
+
+
 def test_prompt_expands_names_and_keeps_json_braces(kernel, emu):
     kernel.ok("topic = 'tides'")
     kernel.ok('%%replicate --no-history\nTell me about {topic}. Answer as JSON like {"topic": "x", "n": 1}.')

@@ -264,3 +264,54 @@ def test_load_reads_a_bounded_amount(ip, monkeypatch):
     monkeypatch.setattr(conversation, "MAX_LOAD_BYTES", 1_000_000)
     with pytest.raises(UsageError, match="larger than 1 MB"):
         ip.run_line_magic("replicate", "load /dev/zero")
+
+
+@pytest.mark.parametrize("name", ["get_ipython", "print", "In", "Out", "_", "__", "_i", "_3", "_i3", "exit", "len"])
+def test_out_refuses_names_python_or_ipython_use(ip, name):
+    with pytest.raises(UsageError, match="already uses"):
+        ask(ip, f"-o {name}", "Hi")
+    assert ip.user_ns.get("get_ipython") is not None
+
+
+def test_unload_removes_the_magics_and_the_hook(ip, env_emu):
+    ip.extension_manager.unload_extension("replicate_magic")
+    assert "replicate" not in ip.magics_manager.magics["cell"]
+    assert "replicate" not in ip.magics_manager.magics["line"]
+    assert not [c for c in ip.events.callbacks["pre_run_cell"] if "ReplicateMagics" in repr(c)]
+    ip.extension_manager.load_extension("replicate_magic")  # and back, for the fixture's teardown
+    ask(ip, "", "Hello again")
+    assert len(replicate_magic.history()) == 2
+
+
+def test_load_never_replaces_a_conversation_with_turns_unless_asked(ip, env_emu, tmp_path):
+    ask(ip, "", "Keep me")
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps([{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]))
+    for content in (plain.read_text(), "[]", json.dumps({"name": "", "turns": []})):
+        plain.write_text(content)
+        with pytest.raises(UsageError, match="already has 1 turn.*--replace"):
+            ip.run_line_magic("replicate", f"load {plain}")
+        assert replicate_magic.history()[0]["content"] == "Keep me"
+    ip.run_line_magic("replicate", f"load {plain} --replace")
+    assert replicate_magic.history() == []
+
+
+def test_load_checks_names_as_chat_does(ip, tmp_path):
+    path = tmp_path / "named.json"
+    path.write_text(json.dumps({"name": "has space", "turns": []}))
+    with pytest.raises(UsageError, match="not allowed"):
+        ip.run_line_magic("replicate", f"load {path}")
+    with pytest.raises(UsageError, match="not allowed"):
+        ip.run_line_magic("replicate", f"load {path} '<b>x</b>'")
+
+
+def test_export_and_load_expand_home_and_variables(ip, env_emu, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    ask(ip, "", "Where am I?")
+    ip.user_ns["folder"] = str(tmp_path)
+    ip.run_line_magic("replicate", "export ~/home.json")
+    ip.run_line_magic("replicate", "export $folder/dollar.json")
+    ip.run_line_magic("replicate", "export {folder}/braces.json")
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["braces.json", "dollar.json", "home.json"]
+    ip.run_line_magic("replicate", "load {folder}/braces.json copy")
+    assert replicate_magic.history("copy") == replicate_magic.history()
