@@ -46,7 +46,7 @@ class Metrics:
     def line(self) -> str:
         parts = [self.model]
         if self.output_tokens is not None:
-            parts.append(f"{self.output_tokens} tokens")
+            parts.append(f"{self.output_tokens} token" + ("" if self.output_tokens == 1 else "s"))
         if self.time_to_first_token is not None:
             parts.append(f"first token {self.time_to_first_token:.2f} s")
         if self.tokens_per_second is not None:

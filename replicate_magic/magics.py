@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections import ChainMap
 from typing import Any, Callable
 
 from IPython.core.error import UsageError
@@ -83,13 +84,17 @@ class ReplicateMagics(Magics):
         if cell is None:
             return self._subcommand(line)
         options = parse_cell_options(self.replicate, line)
+        if not cell.strip():
+            raise UsageError("The cell is empty: write the prompt below the %%replicate line.")
         expansion = Expansion(cell)
         if self.expand_variables and not options.no_expand:
             # The cell as typed: stripping first would turn a leading indented code block into prose.
-            expansion = expand(cell, self.shell.user_ns, token=find_token())
+            # {In[n]} is what the user typed, not IPython's transformed source.
+            namespace = ChainMap({"In": self.shell.history_manager.input_hist_raw}, self.shell.user_ns)
+            expansion = expand(cell, namespace, token=find_token())
         prompt = expansion.text.strip()
         if not prompt:
-            raise UsageError("The cell is empty: write the prompt below the %%replicate line.")
+            raise UsageError(f"The prompt is empty once {', '.join(expansion.names)} expanded: nothing to send.")
         self._ask(options, prompt, expansion)
         return None  # the reply is already on screen: no Out[]
 
@@ -128,7 +133,8 @@ class ReplicateMagics(Magics):
         async def turn() -> Metrics | None:
             result = await session.ask(request, on_token=reply.append, on_log=reply.status)
             answered.append(result)
-            reply.finish()  # the whole reply shows now; the metrics request is already under way
+            # The whole reply shows now; the metrics request is already under way.
+            reply.finish("" if result.text else "empty reply: the model sent no text")
             return await session.reported_metrics(result) if self.show_metrics else None
 
         try:

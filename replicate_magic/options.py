@@ -214,7 +214,11 @@ def replicate_arguments(func: _F) -> _F:
     # argparse reads the decorators innermost first; applying them in reverse keeps field order.
     for f, flag in reversed(_flags()):
         func = argument(*flag.names, dest=f.name, **flag.argparse)(func)
-    return magic_arguments()(func)
+    func = magic_arguments()(func)
+    # No abbreviations: "--temp" must not quietly mean --temperature, nor "--max" --max-tokens
+    # (IPython's parser takes no allow_abbrev; argparse reads the attribute when it parses).
+    func.parser.allow_abbrev = False  # type: ignore[attr-defined]
+    return func
 
 
 def parse_cell_options(magic_func: Callable[..., Any], line: str) -> CellOptions:
@@ -239,6 +243,8 @@ def _parse_line(magic_func: Callable[..., Any], line: str) -> Any:
         argv = shlex.split(line)
     except ValueError as err:  # "No closing quotation"
         raise UsageError(f"cannot read the %%replicate line: {err}") from None
+    if "-h" in argv or "--help" in argv:
+        raise UsageError("%%replicate takes no -h: run %%replicate? (or %replicate? in a cell) to see every option")
     try:
         namespace, extra = magic_func.parser.parse_known_args(argv)  # type: ignore[attr-defined]
     except UsageError as err:  # MagicArgumentParser.error raises it; keep it to one line

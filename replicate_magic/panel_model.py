@@ -51,6 +51,11 @@ class Draft:
     note: str = ""  # "" while streaming, else STOPPED or FAILED
 
 
+# The traits a caller may set (the rest is the panel's state).
+SETTINGS = ("chat", "model_name", "temperature", "max_tokens", "system_prompt", "max_history", "timeout",
+            "connect_timeout")
+
+
 class PanelModel(HasTraits):
     """One conversation's chat state: settings in, busy/status/draft/turns out."""
 
@@ -79,6 +84,9 @@ class PanelModel(HasTraits):
         self._finished.set_result(None)
         self._clear_when_stopped = False
         self._system_seen: str | None = None
+        unknown = sorted(set(kwargs) - set(SETTINGS))
+        if unknown:  # traitlets would pass them on with only a warning: a typo must not vanish
+            raise TypeError(f"unknown panel setting {', '.join(unknown)}; the settings are: {', '.join(SETTINGS)}")
         super().__init__(**kwargs)
         self.refresh()
 

@@ -394,6 +394,13 @@ def test_turns_asked_in_a_loop_in_one_cell_all_stay_and_a_rerun_replaces_them(ke
     assert [m["content"] for m in _history(kernel) if m["role"] == "user"] == ["One?", "Deux?", "Three?"]
 
 
+def test_in_expands_to_what_was_typed_not_the_transformed_source(kernel, emu):
+    kernel.ok("%time y = 2")
+    kernel.ok("%%replicate --no-history\nWhat does {In[-2]} do?")
+    (create,) = [r for r in emu.requests if r.method == "POST" and r.path.endswith("/predictions")]
+    assert create.json["input"]["prompt"] == "What does %time y = 2 do?"
+
+
 def test_prompt_expands_names_and_keeps_json_braces(kernel, emu):
     kernel.ok("topic = 'tides'")
     kernel.ok('%%replicate --no-history\nTell me about {topic}. Answer as JSON like {"topic": "x", "n": 1}.')

@@ -315,3 +315,25 @@ def test_export_and_load_expand_home_and_variables(ip, env_emu, tmp_path, monkey
     assert sorted(p.name for p in tmp_path.glob("*.json")) == ["braces.json", "dollar.json", "home.json"]
     ip.run_line_magic("replicate", "load {folder}/braces.json copy")
     assert replicate_magic.history("copy") == replicate_magic.history()
+
+
+@pytest.mark.parametrize("line, message", [("-h", r"%%replicate\?"), ("--help", r"%%replicate\?"),
+                                           ("--temp 0.3", "unrecognized"), ("--max 5", "unrecognized")])
+def test_help_flags_point_to_the_help_and_abbreviations_are_refused(ip, line, message):
+    with pytest.raises(UsageError, match=message):
+        ask(ip, line, "Hi")
+
+
+def test_an_empty_reply_says_so_and_one_token_is_singular(ip, env_emu, capsys):
+    env_emu.inject(Faults(tokens=[]))
+    ask(ip, "", "Say nothing.")
+    assert "[empty reply: the model sent no text]" in capsys.readouterr().out
+    env_emu.inject(Faults(tokens=["Yes"]))
+    ask(ip, "", "One word.")
+    assert "· 1 token ·" in capsys.readouterr().out
+
+
+def test_a_prompt_that_expands_to_nothing_says_so(ip):
+    ip.user_ns["blank"] = "   "
+    with pytest.raises(UsageError, match=r"empty once \{blank\} expanded"):
+        ask(ip, "", "{blank}")

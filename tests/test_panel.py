@@ -410,3 +410,8 @@ def test_panel_from_the_magic_takes_the_configured_settings(ip, env_emu):
     finally:
         ip.run_line_magic("config", "ReplicateMagics.timeout = 180.0")
         ip.run_line_magic("config", "ReplicateMagics.max_history = 20")
+
+
+def test_a_misspelt_setting_is_an_error_not_ignored(make_panel):
+    with pytest.raises(TypeError, match="unknown panel setting max_token; the settings are: .*max_tokens"):
+        ChatPanel(max_token=5)
