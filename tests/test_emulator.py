@@ -7,16 +7,20 @@ a few run Replicate's official `replicate` client unchanged against it.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
@@ -26,10 +30,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from replicate.exceptions import ReplicateError
 
-from replicate_magic.emulator import Emulator, Faults, RecordedRequest
+from replicate_magic.emulator import Emulator, Faults, Prediction, RecordedRequest
+from replicate_magic.emulator.hosts import host_allowed
+from replicate_magic.emulator.limits import PredictionStore
 from replicate_magic.emulator.models import MODELS
 from replicate_magic.emulator.responder import respond, tokenize
-from replicate_magic.emulator.validation import validate_input
+from replicate_magic.emulator.validation import parse_cancel_after, validate_input
 from replicate_magic.emulator.wire import encode_event, split_pieces
 
 TOKEN = "test-token"
@@ -182,9 +188,11 @@ async def test_create_official_model(emu: Emulator, session: aiohttp.ClientSessi
     assert urls["web"] == f"https://replicate.com/p/{pred['id']}"
     assert urls["stream"] == f"{emu.stream_base}/v1/streams/{pred['id']}"
     assert emu.stream_base.rsplit(":", 1)[1] != emu.base_url.rsplit(":", 1)[1]
-    assert emu.requests[0] == RecordedRequest(
-        "api", "POST", f"/v1/models/{LLAMA}/predictions", emu.requests[0].headers,
-        {"input": {"prompt": "Hi"}, "stream": True})
+    recorded = emu.requests[0]
+    assert recorded == RecordedRequest(
+        "api", "POST", f"/v1/models/{LLAMA}/predictions", recorded.headers, recorded.body,
+        len(recorded.body))
+    assert recorded.json == {"input": {"prompt": "Hi"}, "stream": True} and not recorded.truncated
 
 
 @pytest.mark.parametrize("spelling", ["id", "ref:id", "ref"])
@@ -722,3 +730,267 @@ async def test_injected_log_lines_come_before_the_first_token(emu: Emulator,
     again = await create(session, emu)
     body = await wait_status(session, again)
     assert body["status"] == "succeeded" and not any(line in body["logs"] for line in lines)
+
+
+# -- hardening: Host check, size limits, bounded memory, Cancel-After, CLI values -------------
+def with_host(url: str, host: str, method: str = "GET", body: bytes | None = None,
+              headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """A request whose Host header says `host` while the connection goes to `url`'s address."""
+    parts = urlsplit(url)
+    conn = HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        conn.putrequest(method, parts.path, skip_host=True, skip_accept_encoding=True)
+        conn.putheader("Host", host)
+        for name, value in {**AUTH, **(headers or {})}.items():
+            conn.putheader(name, value.encode())  # UTF-8, where http.client would insist on Latin-1
+        if body is not None:
+            conn.putheader("Content-Type", "application/json")
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        response = conn.getresponse()
+        return response.status, dict(response.headers), response.read()
+    finally:
+        conn.close()
+
+
+def port_of(url: str) -> int:
+    port = urlsplit(url).port
+    assert port is not None
+    return port
+
+
+def foreign_hosts(port: int) -> list[str]:
+    return [
+        f"evil.example:{port}",             # a DNS-rebinding page on our port
+        f"rebind.127.0.0.1.nip.io:{port}",  # a name that really resolves to 127.0.0.1
+        f"localhost.evil.example:{port}",
+        "evil.example",                     # its page on port 80
+        "127.0.0.1", "localhost",           # no port means port 80, not ours
+        f"127.0.0.1:{port + 1}", f"localhost:{port + 1}",
+        f"[::1]:{port}",                    # this connection reached 127.0.0.1, not ::1
+        f"10.0.0.8:{port}", f"127.0.0.1:{port}:{port}", f"127.0.0.1:{port}x", "",
+    ]
+
+
+def test_foreign_host_is_refused_before_anything_happens(emu: Emulator) -> None:
+    create_url = f"{emu.base_url}/v1/models/{LLAMA}/predictions"
+    body = json.dumps({"input": {"prompt": "a secret prompt"}}).encode()
+    port = port_of(emu.base_url)
+    for host in foreign_hosts(port):
+        problem = assert_problem(*with_host(create_url, host, "POST", body), 403)
+        assert problem["title"] == "Forbidden" and f"Host: 127.0.0.1:{port}" in problem["detail"]
+        assert_problem(*with_host(f"{emu.base_url}/v1/predictions", host), 403)
+    assert emu.requests == [] and not emu.predictions  # not recorded, nothing created
+    # The names of the address it listens on are served, whatever their case.
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LocalHost:{port}"):
+        assert with_host(create_url, host, "POST", body)[0] == 201
+    assert len(emu.predictions) == 3 and len(emu.requests) == 3
+    status, _, _ = http("GET", emu.base_url.replace("127.0.0.1", "localhost") + "/v1/account")
+    assert status == 200
+
+
+def test_foreign_host_is_refused_by_the_stream_server(emu: Emulator) -> None:
+    status, _, raw = http("POST", f"{emu.base_url}/v1/models/{LLAMA}/predictions", {"input": {"prompt": "x"}})
+    pred = json.loads(raw)
+    recorded = len(emu.requests)
+    port = port_of(emu.stream_base)
+    for host in [*foreign_hosts(port), f"127.0.0.1:{port_of(emu.base_url)}"]:  # the API's port too
+        assert_problem(*with_host(pred["urls"]["stream"], host), 403)
+    assert len(emu.requests) == recorded and emu.predictions[pred["id"]].connections == 0
+    status, headers, raw = with_host(pred["urls"]["stream"], f"localhost:{port}")
+    assert status == 200 and headers["Content-Type"] == "text/event-stream" and b"event: done" in raw
+
+
+def test_request_without_host_is_refused(emu: Emulator) -> None:
+    # HTTP/1.0 may omit Host (aiohttp itself answers 400 to an HTTP/1.1 request without one).
+    with socket.create_connection(("127.0.0.1", port_of(emu.base_url)), timeout=5) as sock:
+        sock.sendall(f"GET /v1/account HTTP/1.0\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode())
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    assert reply.startswith((b"HTTP/1.0 403", b"HTTP/1.1 403"))
+    assert emu.requests == []
+
+
+def test_wildcard_bind_answers_ip_literals_and_localhost_only() -> None:
+    with Emulator(token=TOKEN, host="0.0.0.0") as emu:
+        url, port = f"{emu.base_url}/v1/account", port_of(emu.base_url)
+        # e.g. through a container's port mapping, the Host names an address of another interface
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"192.0.2.7:{port}", f"[::1]:{port}"):
+            assert with_host(url, host)[0] == 200, host
+        for host in (f"evil.example:{port}", f"127.0.0.1:{port + 1}", "127.0.0.1"):
+            assert with_host(url, host)[0] == 403, host
+
+
+def test_ipv6_loopback_bind() -> None:
+    try:
+        emu = Emulator(token=TOKEN, host="::1").start()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    with emu:
+        assert emu.base_url.startswith("http://[::1]:")
+        url, port = f"{emu.base_url}/v1/account", port_of(emu.base_url)
+        assert http("GET", url)[0] == 200
+        assert with_host(url, f"localhost:{port}")[0] == 200
+        assert with_host(url, f"[0:0:0:0:0:0:0:1]:{port}")[0] == 200  # the same address
+        for host in (f"127.0.0.1:{port}", f"evil.example:{port}", f"[::2]:{port}"):
+            assert with_host(url, host)[0] == 403, host
+
+
+@pytest.mark.parametrize(("header", "local", "bind", "allowed"), [
+    ("127.0.0.1:8700", ("127.0.0.1", 8700), "127.0.0.1", True),
+    ("localhost:8700", ("127.0.0.1", 8700), "127.0.0.1", True),
+    ("localhost:8700", ("::ffff:127.0.0.1", 8700), "::", True),  # dual-stack socket, IPv4 client
+    ("127.0.0.1:8700", ("::ffff:127.0.0.1", 8700), "::", True),
+    ("localhost:80", ("127.0.0.1", 80), "127.0.0.1", True),
+    ("localhost", ("127.0.0.1", 80), "127.0.0.1", True),           # port 80 is the default
+    ("localhost", ("127.0.0.1", 8700), "127.0.0.1", False),
+    ("localhost:8700", ("192.168.1.5", 8700), "192.168.1.5", False),  # not a loopback address
+    ("192.168.1.5:8700", ("192.168.1.5", 8700), "192.168.1.5", True),
+    ("devbox.lan:8700", ("192.168.1.5", 8700), "devbox.lan", True),   # the name it was told to use
+    ("DEVBOX.LAN:8700", ("192.168.1.5", 8700), "devbox.lan", True),
+    ("other.lan:8700", ("192.168.1.5", 8700), "devbox.lan", False),
+    ("evil.example:8700", ("192.168.1.5", 8700), "0.0.0.0", False),
+    ("127.0.0.1:99999", ("127.0.0.1", 8700), "127.0.0.1", False),
+    ("[evil.example]:8700", ("127.0.0.1", 8700), "0.0.0.0", False),
+    ("[127.0.0.1]:8700", ("127.0.0.1", 8700), "127.0.0.1", False),   # brackets hold IPv6 only
+    ("127.000.000.001:8700", ("127.0.0.1", 8700), "127.0.0.1", False),
+    (None, ("127.0.0.1", 8700), "127.0.0.1", False),
+])
+def test_host_rules(header: str | None, local: tuple[str, int], bind: str, allowed: bool) -> None:
+    assert host_allowed(header, local, bind) is allowed
+
+
+async def test_recorded_requests_are_bounded(session: aiohttp.ClientSession) -> None:
+    with Emulator(token=TOKEN) as emu:  # the default bound: 1,000
+        for n in range(1200):
+            async with session.get(f"{emu.base_url}/v1/account?n={n}", headers=AUTH) as r:
+                assert r.status == 200
+        assert len(emu.requests) == 1000 and emu.requests.dropped == 200
+        assert [r.path for r in (emu.requests[0], emu.requests[-1])] == [
+            "/v1/account?n=200", "/v1/account?n=1199"]  # the newest are kept
+    with Emulator(token=TOKEN, max_requests=3) as emu:
+        for n in range(5):
+            assert http("GET", f"{emu.base_url}/v1/account?n={n}")[0] == 200
+        assert [r.path for r in emu.requests] == [f"/v1/account?n={n}" for n in (2, 3, 4)]
+
+
+async def test_kept_predictions_are_bounded(session: aiohttp.ClientSession) -> None:
+    with Emulator(token=TOKEN, max_predictions=3) as emu:
+        made = []
+        for n in range(5):  # each finished before the next, so the oldest finished one is the oldest
+            made.append(await wait_status(session, await create(session, emu, input={"prompt": f"n{n}"})))
+        assert list(emu.predictions) == [p["id"] for p in made[2:]]  # the newest, in order
+        assert (await get_json(session, made[0]["urls"]["get"]))[0] == 404
+        _, _, listed = await get_json(session, f"{emu.base_url}/v1/predictions")
+        assert len(listed["results"]) == 3
+
+
+async def test_running_predictions_are_kept_before_finished_ones(session: aiohttp.ClientSession) -> None:
+    with Emulator(token=TOKEN, max_predictions=2) as emu:
+        emu.inject(Faults(stall_after=1))
+        running = await create(session, emu)
+        finished = await wait_status(session, await create(session, emu))
+        newest = await create(session, emu)
+        assert list(emu.predictions) == [running["id"], newest["id"]]  # the finished one went first
+        assert finished["id"] not in emu.predictions
+    with Emulator(token=TOKEN, max_predictions=1) as emu:
+        emu.inject(Faults(stall_after=1))
+        first = await create(session, emu)
+        server_side = emu.predictions[first["id"]]
+        await create(session, emu)
+        # Every kept one was running: the oldest goes, and is stopped (no hidden generation).
+        assert first["id"] not in emu.predictions and server_side.closed
+        task = server_side.task
+        assert task is not None
+        for _ in range(200):  # the cancellation runs on the emulator's loop
+            if task.done():
+                break
+            await asyncio.sleep(0.01)
+        assert task.cancelled() and server_side.status != "succeeded"
+
+
+def test_prediction_store_bounds_kept_input_bytes() -> None:
+    store = PredictionStore(max_count=10, max_input_bytes=100)
+    preds = [Prediction(id=f"p{n}", model=LLAMA, version="hidden", input={}, input_bytes=40,
+                        status="succeeded") for n in range(4)]
+    for pred in preds:
+        store.add(pred)
+    assert list(store) == ["p2", "p3"]  # 80 bytes kept; a third would pass 100
+    big = Prediction(id="big", model=LLAMA, version="hidden", input={}, input_bytes=500)
+    store.add(big)
+    assert list(store) == ["big"]  # the newest stays even alone over the budget
+
+
+async def test_recorded_body_is_capped(session: aiohttp.ClientSession) -> None:
+    prompt = "p" * 200_000
+    with Emulator(token=TOKEN) as emu:
+        pred = await create(session, emu, input={"prompt": prompt})
+        (recorded,) = emu.requests
+        assert len(recorded.body) == 64 * 1024 and recorded.body_length > 200_000
+        assert recorded.truncated and recorded.json is None
+        assert emu.predictions[pred["id"]].input == {"prompt": prompt}  # the model got it all
+        await create(session, emu, input={"prompt": "small"})
+        assert emu.requests[-1].json == {"input": {"prompt": "small"}}
+    with Emulator(token=TOKEN, max_recorded_body=10) as emu:
+        await create(session, emu)
+        assert emu.requests[0].body == b'{"input": '
+
+
+async def test_oversized_body_is_refused_with_413(emu: Emulator, session: aiohttp.ClientSession) -> None:
+    url = f"{emu.base_url}/v1/models/{LLAMA}/predictions"
+    huge = b'{"input": {"prompt": "' + b"x" * (20 * 1024 * 1024) + b'"}}'
+
+    async def chunked() -> Any:  # no Content-Length: the limit is found while reading
+        for start in range(0, len(huge), 1024 * 1024):
+            yield huge[start:start + 1024 * 1024]
+
+    for data in (io.BytesIO(huge), chunked()):  # with Content-Length, then without
+        async with session.post(url, data=data, headers={**AUTH, "Content-Type": "application/json"}) as r:
+            assert r.status == 413 and r.headers["Content-Type"].startswith("application/problem+json")
+            problem = await r.json(content_type=None)
+        assert problem["status"] == 413 and "10 MiB" in problem["detail"]
+    assert not emu.predictions
+    declared, streamed = emu.requests
+    assert declared.body == b"" and declared.body_length == len(huge)
+    assert streamed.body == b"" and streamed.body_length == 0 and streamed.json is None
+    # Just under the limit is still served.
+    almost = json.dumps({"input": {"prompt": "y" * (9 * 1024 * 1024)}}).encode()
+    async with session.post(url, data=io.BytesIO(almost), headers={**AUTH, "Content-Type": "application/json"}) as r:
+        assert r.status == 201
+    assert emu.requests[-1].body_length > 9 * 1024 * 1024 and len(emu.requests[-1].body) == 64 * 1024
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "-5", "1e3", "1_0", "+5", "garbage", "",
+                                   "4s", "0", "500ms", "30 s", "٥٥", "9" * 400, "8761h", "1h30"])
+def test_invalid_cancel_after_creates_nothing(emu: Emulator, value: str) -> None:
+    url = f"{emu.base_url}/v1/models/{LLAMA}/predictions"
+    body = assert_problem(*with_host(url, f"127.0.0.1:{port_of(emu.base_url)}", "POST",
+                                     json.dumps({"input": {"prompt": "x"}}).encode(),
+                                     {"Cancel-After": value}), 422)
+    assert body["title"] == "Invalid Cancel-After header"
+    assert not emu.predictions
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("5", 5), ("30s", 30), (" 1h30m ", 5400), ("1.5m", 90),
+                                                ("8760h", 31_536_000)])
+def test_valid_cancel_after_sets_the_deadline(emu: Emulator, value: str, seconds: float) -> None:
+    status, _, raw = http("POST", f"{emu.base_url}/v1/models/{LLAMA}/predictions", {"input": {"prompt": "x"}},
+                          {**AUTH, "Cancel-After": value})
+    assert status == 201
+    pred = emu.predictions[json.loads(raw)["id"]]
+    assert pred.deadline_ns is not None
+    assert abs((pred.deadline_ns - pred.created_ns) / 1e9 - seconds) < 1e-3
+    assert parse_cancel_after(value) == seconds
+
+
+@pytest.mark.parametrize("args", [["--port", "99999"], ["--stream-port", "http"], ["--token", ""],
+                                  ["--token", "two words"], ["--tokens-per-second", "-5"],
+                                  ["--tokens-per-second", "nan"], ["--cold-start", "-1"]])
+def test_cli_rejects_bad_values_in_one_line(args: list[str]) -> None:
+    done = subprocess.run([sys.executable, "-m", "replicate_magic.emulator", *args],
+                          check=False, capture_output=True, text=True, timeout=30,
+                          env={"PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2 and done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("python -m replicate_magic.emulator: error: argument " + args[0])

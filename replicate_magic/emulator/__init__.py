@@ -16,8 +16,12 @@ Usage::
         emu.inject(Faults(drop_after=3))      # the next prediction's stream drops
         text = "".join(str(e) for e in client.stream(
             "meta/meta-llama-3-70b-instruct", input={"prompt": "Hi"}))
-        emu.requests                          # every request both servers received
-        emu.predictions                       # server-side state by prediction id
+        emu.requests                          # the newest requests both servers received
+        emu.predictions                       # server-side state by prediction id (the newest)
+
+Both servers answer only requests addressed to them (``Host: 127.0.0.1:PORT``,
+``localhost:PORT``; 403 otherwise), so a DNS-rebinding web page cannot read the
+prompts sent to them; memory stays bounded (see ``Emulator`` and ``limits``).
 
 From a shell (for notebooks)::
 

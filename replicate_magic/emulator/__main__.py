@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import threading
+from typing import NoReturn
 
 from .models import MODELS
 from .server import Emulator
@@ -23,11 +25,49 @@ Emulated models:
 Replies are deterministic and echo the prompt, turn, system prompt and
 temperature, so you can check what reached the "model". Streams are served
 on the second port, like Replicate's separate streaming host.
+
+Only requests addressed to the --host address (or localhost) and its port are
+answered, others get 403: no web page can read your prompts through DNS
+rebinding. Request bodies over 10 MiB get 413.
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors on one line (argparse's default prints the whole usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0-65535, 0 = any free port)")
+    return port
+
+
+def _token(text: str) -> str:
+    # The server strips the header value, so such a token could never match.
+    if not text or any(c.isspace() or not c.isprintable() for c in text):
+        raise argparse.ArgumentTypeError("a token must be non-empty, without spaces or control characters")
+    return text
+
+
+def _seconds_or_rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of 0 or more, not {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m replicate_magic.emulator",
         description="Offline emulator of Replicate's HTTP API and SSE streams,\n"
         "for testing notebooks without network access or an API token.",
@@ -35,14 +75,14 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8700, help="API port (default: %(default)s; 0 = any free)")
-    parser.add_argument("--stream-port", type=int, default=8701,
+    parser.add_argument("--port", type=_port, default=8700, help="API port (default: %(default)s; 0 = any free)")
+    parser.add_argument("--stream-port", type=_port, default=8701,
                         help="SSE stream port (default: %(default)s; 0 = any free)")
-    parser.add_argument("--token", default=None,
+    parser.add_argument("--token", type=_token, default=None,
                         help="require exactly this API token (default: accept any non-empty token)")
-    parser.add_argument("--tokens-per-second", type=float, default=30.0,
+    parser.add_argument("--tokens-per-second", type=_seconds_or_rate, default=30.0,
                         help="output pacing; 0 = as fast as possible (default: %(default)s)")
-    parser.add_argument("--cold-start", type=float, default=0.0,
+    parser.add_argument("--cold-start", type=_seconds_or_rate, default=0.0,
                         help="seconds each prediction stays 'starting' (default: %(default)s)")
     return parser
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .limits import MAX_BODY
 from .models import MODELS, EmulatedModel, find_model, find_version
 from .prediction import Prediction, generate, new_prediction_id
 from .problems import (
@@ -24,6 +25,9 @@ __all__ = ["make_api_app"]
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _PREFER_WAIT = re.compile(r"^wait(?:=([1-9]|[1-9][0-9]|60))?$")
 _MIN_CANCEL_AFTER = 5.0  # seconds; documented minimum of Cancel-After
+# The real maximum is not documented; a year is far beyond any run and keeps deadlines
+# representable as timestamps.
+_MAX_CANCEL_AFTER = 365 * 24 * 3600.0
 
 
 class _RateWindow:
@@ -96,6 +100,19 @@ def _resolve_version(version: Any) -> tuple[EmulatedModel | None, str]:
     return model, "hidden"  # official models hide their version
 
 
+def _cancel_after(request: web.Request) -> tuple[float | None, web.Response | None]:
+    """Seconds of the ``Cancel-After`` header (None when absent), or the 422 it earns."""
+    value = request.headers.get("Cancel-After")
+    if value is None:
+        return None, None
+    seconds = parse_cancel_after(value)
+    if seconds is None or not _MIN_CANCEL_AFTER <= seconds <= _MAX_CANCEL_AFTER:
+        return None, problem(422, "Cancel-After must be a duration from 5s to 8760h, "
+                             "e.g. 30s, 5m, 1h30m, or a number of seconds.",
+                             "Invalid Cancel-After header")
+    return seconds, None
+
+
 async def _create(request: web.Request, model: EmulatedModel | None) -> web.Response:
     """Create a prediction; `model` None means the body names a `version` instead."""
     state = _state(request)
@@ -103,6 +120,9 @@ async def _create(request: web.Request, model: EmulatedModel | None) -> web.Resp
         return throttled(state.faults.retry_after)
     if state.faults.take_counter("billing_required"):
         return billing_required()
+    deadline, error = _cancel_after(request)  # checked before anything can be created
+    if error is not None:
+        return error
     body, error = await _read_json(request)
     if error is not None:
         return error
@@ -120,13 +140,7 @@ async def _create(request: web.Request, model: EmulatedModel | None) -> web.Resp
     errors = validate_input(body["input"], model.input_schema())
     if errors:
         return validation_failed(errors)
-    deadline: float | None = None
-    if "Cancel-After" in request.headers:
-        deadline = parse_cancel_after(request.headers["Cancel-After"])
-        if deadline is None or deadline < _MIN_CANCEL_AFTER:
-            return problem(422, "Cancel-After must be a duration of at least 5s, e.g. 30s, 5m, 1h30m.",
-                           "Invalid Cancel-After header")
-    pred = _start_prediction(state, model, version, body)
+    pred = _start_prediction(state, model, version, body, len(await request.read()))
     if deadline is not None:
         pred.deadline_ns = pred.created_ns + int(deadline * 1e9)
         pred.deadline_timer = asyncio.get_running_loop().call_later(deadline, pred.expire)
@@ -139,7 +153,7 @@ async def _create(request: web.Request, model: EmulatedModel | None) -> web.Resp
 
 
 def _start_prediction(state: EmulatorState, model: EmulatedModel, version: str,
-                      body: dict[str, Any]) -> Prediction:
+                      body: dict[str, Any], body_bytes: int) -> Prediction:
     faults = state.faults.take_prediction_faults()
     tokens = faults.tokens
     if tokens is None:
@@ -150,9 +164,9 @@ def _start_prediction(state: EmulatorState, model: EmulatedModel, version: str,
     pred = Prediction(
         id=new_prediction_id(), model=model.ref, version=version, input=body["input"],
         faults=faults, has_stream=not faults.no_stream, webhook=body.get("webhook"),
-        input_token_count=count_input_tokens(body["input"]),
+        input_token_count=count_input_tokens(body["input"]), input_bytes=body_bytes,
     )
-    state.predictions[pred.id] = pred
+    state.predictions.add(pred)
     tps = state.tokens_per_second if faults.tokens_per_second is None else faults.tokens_per_second
     cold = state.cold_start if faults.cold_start is None else faults.cold_start
     pred.task = asyncio.get_running_loop().create_task(generate(pred, list(tokens), tps, cold))
@@ -228,7 +242,8 @@ async def get_account(request: web.Request) -> web.Response:
 
 
 def make_api_app(state: EmulatorState) -> web.Application:
-    app = web.Application(middlewares=[recording_middleware("api"), _ratelimit_headers])
+    app = web.Application(middlewares=[recording_middleware("api"), _ratelimit_headers],
+                          client_max_size=MAX_BODY)
     app[STATE_KEY] = state
     app[_WINDOW_KEY] = _RateWindow()
     r = app.router

@@ -60,6 +60,7 @@ class Prediction:
     has_stream: bool = True
     input_token_count: int = 0
     webhook: str | None = None
+    input_bytes: int = 0  # size of the create request's body: roughly what keeping this costs
     created_ns: int = field(default_factory=time.time_ns)
     started_ns: int | None = None
     completed_ns: int | None = None

@@ -12,6 +12,7 @@ from .validation import InvalidField
 __all__ = [
     "problem", "unauthenticated", "not_found", "invalid_version", "validation_failed",
     "throttled", "billing_required", "internal_error", "cloudflare_bad_gateway",
+    "foreign_host", "payload_too_large",
 ]
 
 PROBLEM_JSON = "application/problem+json"
@@ -51,6 +52,19 @@ def unauthenticated() -> web.Response:
 
 def not_found(detail: str = "The requested resource could not be found.") -> web.Response:
     return problem(404, detail, "Not found")
+
+
+def foreign_host(expected: str | None) -> web.Response:
+    where = f"Host: {expected}" if expected else "a Host header naming this server's address"
+    return problem(403, "This emulator answers only requests addressed to itself: send "
+                   f"{where}. Other names are refused, as a DNS-rebinding web page would use one.",
+                   "Forbidden")
+
+
+def payload_too_large(limit: int) -> web.Response:
+    return problem(413, f"Request bodies are limited to {limit // (1024 * 1024)} MiB by the emulator "
+                   "(the real API's limit is not documented). Send large files as URLs.",
+                   "Payload Too Large")
 
 
 def invalid_version() -> web.Response:

@@ -14,7 +14,11 @@ from aiohttp import web
 
 from .api import make_api_app
 from .faults import Faults
-from .prediction import Prediction
+from .hosts import WILDCARD_HOSTS
+from .limits import (
+    DEFAULT_MAX_PREDICTIONS, DEFAULT_MAX_RECORDED_BODY, DEFAULT_MAX_REQUESTS, PredictionStore,
+    RecentList,
+)
 from .state import EmulatorState, RecordedRequest
 from .stream import make_stream_app
 from .wire import LINE_ENDINGS
@@ -25,7 +29,7 @@ _SHUTDOWN_TIMEOUT = 2.0  # seconds granted to open handlers once streams were to
 
 
 def _url(host: str, port: int) -> str:
-    if host in ("", "0.0.0.0", "::"):
+    if host in WILDCARD_HOSTS:
         host = "127.0.0.1"  # a wildcard bind is reachable on loopback
     if ":" in host:
         host = f"[{host}]"
@@ -33,7 +37,15 @@ def _url(host: str, port: int) -> str:
 
 
 class Emulator:
-    """An offline Replicate: API on one port, SSE streams on another (as on the real service)."""
+    """An offline Replicate: API on one port, SSE streams on another (as on the real service).
+
+    Both servers answer only requests whose ``Host`` names the address they listen on
+    (``127.0.0.1:PORT``, ``localhost:PORT``...; others get 403), so a web page using DNS
+    rebinding cannot read what a notebook sends. Memory stays bounded: `requests` keeps the
+    `max_requests` newest requests, with at most `max_recorded_body` bytes of each body;
+    `predictions` keeps the `max_predictions` newest (fewer if their create bodies pass
+    100 MiB in total); bodies over 10 MiB are refused with 413 (see limits.py).
+    """
 
     def __init__(
         self,
@@ -45,14 +57,23 @@ class Emulator:
         host: str = "127.0.0.1",
         port: int = 0,
         stream_port: int = 0,
+        max_requests: int = DEFAULT_MAX_REQUESTS,
+        max_predictions: int = DEFAULT_MAX_PREDICTIONS,
+        max_recorded_body: int = DEFAULT_MAX_RECORDED_BODY,
     ) -> None:
         if line_ending not in LINE_ENDINGS:
             raise ValueError(f"line_ending must be one of {LINE_ENDINGS!r}")
         if token is not None and not token:
             raise ValueError("token must be non-empty (or None to accept any token)")
+        if max_requests < 1 or max_predictions < 1:
+            raise ValueError("max_requests and max_predictions must be at least 1")
+        if max_recorded_body < 0:
+            raise ValueError("max_recorded_body must be 0 or more")
         self._state = EmulatorState(
             token=token, tokens_per_second=tokens_per_second, cold_start=cold_start,
-            line_ending=line_ending, split_writes=split_writes,
+            line_ending=line_ending, split_writes=split_writes, bind_host=host,
+            max_recorded_body=max_recorded_body, requests=RecentList(max_requests),
+            cancels=RecentList(max_requests), predictions=PredictionStore(max_predictions),
         )
         self._host, self._port, self._stream_port = host, port, stream_port
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -71,15 +92,17 @@ class Emulator:
         return self._state.stream_base
 
     @property
-    def requests(self) -> list[RecordedRequest]:
+    def requests(self) -> RecentList[RecordedRequest]:
+        """The newest requests both servers received (``.dropped`` counts older ones let go)."""
         return self._state.requests
 
     @property
-    def cancels(self) -> list[str]:
+    def cancels(self) -> RecentList[str]:
         return self._state.cancels
 
     @property
-    def predictions(self) -> dict[str, Prediction]:
+    def predictions(self) -> PredictionStore:
+        """The newest predictions by id, in creation order."""
         return self._state.predictions
 
     def inject(self, faults: Faults) -> None:
@@ -88,13 +111,17 @@ class Emulator:
 
     def wait_for_cancel(self, timeout: float = 5.0) -> str:
         """Block until a cancel request arrives (or one not yet returned did); its id."""
-        cond = self._state.cancel_seen
+        cond, cancels = self._state.cancel_seen, self._state.cancels
+
+        def untaken() -> int:  # index of the first cancel not yet returned that is still kept
+            return max(self._cancels_taken - cancels.dropped, 0)
+
         with cond:
-            if not cond.wait_for(lambda: len(self._state.cancels) > self._cancels_taken, timeout):
+            if not cond.wait_for(lambda: len(cancels) > untaken(), timeout):
                 raise TimeoutError(f"no cancel request within {timeout} s")
-            prediction_id = self._state.cancels[self._cancels_taken]
-            self._cancels_taken += 1
-            return prediction_id
+            index = untaken()
+            self._cancels_taken = cancels.dropped + index + 1  # counted over all cancels ever seen
+            return cancels[index]
 
     def start(self) -> Emulator:
         """Start both servers; returns once both ports listen."""

@@ -11,8 +11,15 @@ from typing import Any
 from aiohttp import web
 
 from .faults import FaultBook
-from .prediction import Prediction
-from .problems import cloudflare_bad_gateway, internal_error, not_found, problem, unauthenticated
+from .hosts import expected_host, host_allowed
+from .limits import (
+    DEFAULT_MAX_PREDICTIONS, DEFAULT_MAX_RECORDED_BODY, DEFAULT_MAX_REQUESTS, MAX_BODY,
+    PredictionStore, RecentList,
+)
+from .problems import (
+    cloudflare_bad_gateway, foreign_host, internal_error, not_found, payload_too_large, problem,
+    unauthenticated,
+)
 
 __all__ = ["RecordedRequest", "EmulatorState", "STATE_KEY", "recording_middleware"]
 
@@ -21,13 +28,34 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @dataclass(frozen=True)
 class RecordedRequest:
-    """One request as received: which server, method, path with query, headers, JSON body."""
+    """One request as received: which server, method, path with query, headers, body.
+
+    Only the body's first bytes are kept (`max_recorded_body`, 64 KB by default) with its
+    full `body_length`; for a body refused as too large, `body` is empty and `body_length`
+    is the declared Content-Length (0 when none was sent).
+    """
 
     server: str
     method: str
     path: str
     headers: dict[str, str]
-    json: Any
+    body: bytes = field(default=b"", repr=False)
+    body_length: int = 0
+
+    @property
+    def truncated(self) -> bool:
+        return len(self.body) < self.body_length
+
+    @property
+    def json(self) -> Any:
+        """The body parsed as JSON (a fresh copy each time); None if empty, truncated or not JSON."""
+        # Parsed on demand: JSON can grow 20-fold in memory, the kept bytes cannot.
+        if not self.body or self.truncated:
+            return None
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
 
 
 @dataclass
@@ -37,12 +65,16 @@ class EmulatorState:
     cold_start: float
     line_ending: str
     split_writes: bool
+    bind_host: str = "127.0.0.1"  # what the servers listen on: decides the Host headers answered
+    max_recorded_body: int = DEFAULT_MAX_RECORDED_BODY
     base_url: str = ""
     stream_base: str = ""
     faults: FaultBook = field(default_factory=FaultBook)
-    predictions: dict[str, Prediction] = field(default_factory=dict)
-    requests: list[RecordedRequest] = field(default_factory=list)
-    cancels: list[str] = field(default_factory=list)
+    predictions: PredictionStore = field(
+        default_factory=lambda: PredictionStore(DEFAULT_MAX_PREDICTIONS))
+    requests: RecentList[RecordedRequest] = field(
+        default_factory=lambda: RecentList(DEFAULT_MAX_REQUESTS))
+    cancels: RecentList[str] = field(default_factory=lambda: RecentList(DEFAULT_MAX_REQUESTS))
     cancel_seen: threading.Condition = field(default_factory=threading.Condition)
     closing: bool = False
 
@@ -64,23 +96,19 @@ STATE_KEY: web.AppKey[EmulatorState] = web.AppKey("emulator_state", EmulatorStat
 
 
 def recording_middleware(server: str) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """Record every request (before anything can reject it), then require the token."""
+    """Refuse foreign Hosts, record the request (before anything else can reject it),
+    refuse oversized bodies, then require the token."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         state = request.app[STATE_KEY]
-        raw = await request.read() if request.can_read_body else b""
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        state.requests.append(RecordedRequest(
-            server=server,
-            method=request.method,
-            path=request.path_qs,
-            headers=dict(request.headers.items()),
-            json=body,
-        ))
+        refusal = _check_host(request, state.bind_host)
+        if refusal is not None:
+            return refusal  # not recorded, body never read: it was not meant for us
+        raw = await _read_body(request)
+        state.requests.append(_record(server, request, raw, state.max_recorded_body))
+        if raw is None:
+            return payload_too_large(MAX_BODY)
         if server == "api":
             fault = _api_fault(state)
             if fault is not None:
@@ -95,6 +123,47 @@ def recording_middleware(server: str) -> Callable[..., Awaitable[web.StreamRespo
             return problem(405, "Method not allowed.", "Method Not Allowed")
 
     return middleware
+
+
+def _local_address(request: web.Request) -> tuple[str, int] | None:
+    """The (address, port) this connection reached: where the Host must point."""
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    if isinstance(sockname, tuple) and len(sockname) >= 2:
+        return str(sockname[0]), int(sockname[1])
+    return None
+
+
+def _check_host(request: web.Request, bind_host: str) -> web.Response | None:
+    """None when the Host header names this server; else the 403 to send."""
+    local = _local_address(request)
+    hosts = request.headers.getall("Host", [])
+    if local is not None and len(hosts) == 1 and host_allowed(hosts[0], local, bind_host):
+        return None
+    return foreign_host(expected_host(local) if local is not None else None)
+
+
+async def _read_body(request: web.Request) -> bytes | None:
+    """The whole body, or None when it is over MAX_BODY (the app's client_max_size)."""
+    if not request.can_read_body:
+        return b""
+    if (request.content_length or 0) > MAX_BODY:
+        return None  # declared too large: refuse without reading any of it
+    try:
+        return await request.read()  # stops reading once past client_max_size
+    except web.HTTPRequestEntityTooLarge:
+        return None
+
+
+def _record(server: str, request: web.Request, raw: bytes | None, keep: int) -> RecordedRequest:
+    length = len(raw) if raw is not None else request.content_length or 0
+    return RecordedRequest(
+        server=server,
+        method=request.method,
+        path=request.path_qs,
+        headers=dict(request.headers.items()),
+        body=raw[:keep] if raw else b"",
+        body_length=length,
+    )
 
 
 def _api_fault(state: EmulatorState) -> web.Response | None:

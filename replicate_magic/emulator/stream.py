@@ -6,6 +6,7 @@ import asyncio
 
 from aiohttp import web
 
+from .limits import MAX_BODY
 from .prediction import Prediction, StreamEvent
 from .problems import not_found
 from .state import STATE_KEY, EmulatorState, recording_middleware
@@ -113,7 +114,7 @@ async def _pump(request: web.Request, response: web.StreamResponse, writer: _Wri
 
 
 def make_stream_app(state: EmulatorState) -> web.Application:
-    app = web.Application(middlewares=[recording_middleware("stream")])
+    app = web.Application(middlewares=[recording_middleware("stream")], client_max_size=MAX_BODY)
     app[STATE_KEY] = state
     app.router.add_get("/v1/streams/{id}", stream_prediction)
     return app

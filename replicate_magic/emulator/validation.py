@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,9 @@ __all__ = ["InvalidField", "validate_body", "validate_input", "parse_cancel_afte
 
 _BODY_KEYS = {"input", "stream", "webhook", "webhook_events_filter", "webhook_completed"}
 _WEBHOOK_EVENTS = {"start", "output", "logs", "completed"}
-_DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
+_NUMBER = r"[0-9]+(?:\.[0-9]+)?"  # ASCII digits only: \d would take any script's digits
+_SECONDS_RE = re.compile(_NUMBER)
+_DURATION_RE = re.compile(rf"(?:({_NUMBER})h)?(?:({_NUMBER})m)?(?:({_NUMBER})s)?")
 
 
 @dataclass(frozen=True)
@@ -117,14 +120,18 @@ def validate_body(body: Any, allowed_extra: frozenset[str] = frozenset()) -> lis
 
 
 def parse_cancel_after(value: str) -> float | None:
-    """Seconds from a ``Cancel-After`` header (``30s``, ``5m``, ``1h30m``, bare seconds)."""
+    """Seconds from a ``Cancel-After`` header (``30s``, ``5m``, ``1h30m``, bare seconds).
+
+    None for anything else. Only plain decimal digits are read, so Python's other float
+    spellings (``nan``, ``inf``, ``-5``, ``1e3``, ``1_0``) are refused, not computed with.
+    """
     value = value.strip()
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    match = _DURATION_RE.match(value)
-    if not value or not match:
-        return None
-    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
-    return hours * 3600 + minutes * 60 + seconds
+    if _SECONDS_RE.fullmatch(value):
+        seconds = float(value)
+    else:
+        match = _DURATION_RE.fullmatch(value)
+        if not value or not match:
+            return None
+        hours, minutes, secs = (float(g) if g else 0.0 for g in match.groups())
+        seconds = hours * 3600 + minutes * 60 + secs
+    return seconds if math.isfinite(seconds) else None  # 400 digits overflow to inf
