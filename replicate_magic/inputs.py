@@ -11,8 +11,9 @@ gpt4free's mapping (corrected) is the fallback.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import InvalidRequestError
 from .prompts import format_prompt, normalize, split_system
@@ -186,3 +187,43 @@ def _join(*parts: str | None) -> str | None:
         if part and part.strip() and part not in seen:
             seen.append(part)
     return "\n".join(seen) if seen else None
+
+
+# Settings whose 0 means "as deterministic as the model allows": below a declared minimum they
+# are raised to it (llama-2-70b-chat takes temperature >= 0.01; a user who types 0 means that).
+_AS_LOW_AS_POSSIBLE = ("temperature",)
+
+
+def fit_to_schema(inputs: Mapping[str, Any], properties: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``inputs`` checked against the bounds the model's schema declares, before anything is sent.
+
+    Returns the inputs to send and notes for the user ("temperature 0 raised to 0.01, the
+    lowest this model takes"). A value outside the declared range, or a fraction where the
+    schema wants an integer, raises ``InvalidRequestError`` naming the allowed range.
+    """
+    fitted = dict(inputs)
+    notes: list[str] = []
+    for key, value in inputs.items():
+        spec = properties.get(key)
+        if not isinstance(spec, Mapping) or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if spec.get("type") == "integer" and not float(value).is_integer():
+            raise InvalidRequestError(f"{key}={value!r}: this model takes a whole number")
+        low, high = _bound(spec, "minimum"), _bound(spec, "maximum")
+        if low is not None and value < low and key in _AS_LOW_AS_POSSIBLE and value == 0:
+            fitted[key] = low
+            notes.append(f"{key} 0 raised to {low:g}, the lowest this model takes")
+        elif (low is not None and value < low) or (high is not None and value > high):
+            raise InvalidRequestError(f"{key}={value!r} is outside what this model takes ({_range(low, high)})")
+    return fitted, notes
+
+
+def _bound(spec: Mapping[str, Any], name: str) -> float | None:
+    value = spec.get(name)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _range(low: float | None, high: float | None) -> str:
+    if low is not None and high is not None:
+        return f"{low:g} to {high:g}"
+    return f"at least {low:g}" if low is not None else f"at most {high:g}"

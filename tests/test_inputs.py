@@ -3,7 +3,9 @@
 import pytest
 
 from replicate_magic.errors import InvalidRequestError
-from replicate_magic.inputs import ModelRef, Settings, build_input, input_properties, parse_model, stop_sequences
+from replicate_magic.inputs import (
+    ModelRef, Settings, build_input, fit_to_schema, input_properties, parse_model, stop_sequences,
+)
 
 LLAMA = {k: {"type": "string"} for k in ("prompt", "system_prompt", "prompt_template", "stop_sequences")} | {
     "max_tokens": {"type": "integer"}, "temperature": {"type": "number"}, "top_p": {"type": "number"},
@@ -138,3 +140,36 @@ def test_input_properties_absent(schema):
 def test_input_properties_present():
     schema = {"components": {"schemas": {"Input": {"properties": {"prompt": {"type": "string"}}}}}}
     assert input_properties(schema) == {"prompt": {"type": "string"}}
+
+
+# -- bounds from the schema -------------------------------------------------------------------------
+
+LLAMA2 = {  # as meta/llama-2-70b-chat's recorded schema declares them (replicate-python's cassettes)
+    "temperature": {"type": "number", "minimum": 0.01, "maximum": 5},
+    "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+    "max_new_tokens": {"type": "integer", "minimum": 1},
+    "prompt": {"type": "string"},
+}
+
+
+def test_temperature_zero_means_the_lowest_the_model_takes():
+    fitted, notes = fit_to_schema({"prompt": "Hi", "temperature": 0}, LLAMA2)
+    assert fitted == {"prompt": "Hi", "temperature": 0.01}
+    assert notes == ["temperature 0 raised to 0.01, the lowest this model takes"]
+
+
+@pytest.mark.parametrize("inputs, message", [
+    ({"temperature": 7}, r"temperature=7 is outside what this model takes \(0.01 to 5\)"),
+    ({"temperature": 0.001}, r"temperature=0.001 is outside .*0.01 to 5"),
+    ({"top_p": 1.5}, r"top_p=1.5 is outside .*0 to 1"),
+    ({"max_new_tokens": 0}, r"max_new_tokens=0 is outside .*at least 1"),
+    ({"max_new_tokens": 2.5}, "whole number"),
+])
+def test_values_outside_the_declared_range_fail_before_sending(inputs, message):
+    with pytest.raises(InvalidRequestError, match=message):
+        fit_to_schema(inputs, LLAMA2)
+
+
+def test_values_inside_the_range_and_undeclared_keys_pass_unchanged():
+    inputs = {"temperature": 5, "top_p": 0, "max_new_tokens": 3, "seed": -1, "flag": True, "prompt": "x"}
+    assert fit_to_schema(inputs, LLAMA2) == (inputs, [])
