@@ -13,11 +13,14 @@ import asyncio
 import shlex
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 
 from .options import CellOptions, parse_cell_options, replicate_arguments
+
+if TYPE_CHECKING:
+    from .cancels import StopReport
 from .terminal import TerminalSanitizer, clean
 
 
@@ -42,21 +45,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not prompt.strip():
         print("usage error: no prompt: pass it as an argument or on standard input", file=sys.stderr)
         return 2
+    from .cancels import StopReport
     from .errors import ReplicateMagicError
 
+    stops = StopReport()  # what an interrupt's cancel did, to say it as it is
     try:
         if use_emulator:
             from .emulator import Emulator
 
             with Emulator(tokens_per_second=40) as emulator:
-                return asyncio.run(_ask(options, prompt, emulator.base_url, "emulator"))
-        return asyncio.run(_ask(options, prompt))
+                return asyncio.run(_ask(options, prompt, stops, emulator.base_url, "emulator"))
+        return asyncio.run(_ask(options, prompt, stops))
     except ReplicateMagicError as error:
         # Server text is in the message: one line, without control sequences.
         print(f"\nerror: {' '.join(clean(str(error)).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\ninterrupted: the prediction was cancelled", file=sys.stderr)
+        print(f"\ninterrupted: {stops.message()}", file=sys.stderr)
         return 130
 
 
@@ -74,7 +79,8 @@ def _split(args: list[str]) -> tuple[CellOptions, str]:
     return options, prompt
 
 
-async def _ask(options: CellOptions, prompt: str, base: str | None = None, token: str | None = None) -> int:
+async def _ask(options: CellOptions, prompt: str, stops: StopReport, base: str | None = None,
+               token: str | None = None) -> int:
     import os
 
     from .catalog import DEFAULT_MODEL
@@ -83,9 +89,11 @@ async def _ask(options: CellOptions, prompt: str, base: str | None = None, token
     from .conversation import ConversationStore
     from .inputs import Settings
 
-    if base is not None:  # the emulator: this process only
+    if base is not None:  # the emulator, for this process only: never a real token, never a proxy
         os.environ["REPLICATE_BASE_URL"] = base
-        os.environ.setdefault("REPLICATE_API_TOKEN", token or "emulator")
+        os.environ["REPLICATE_API_TOKEN"] = token or "emulator"
+        for name in [n for n in os.environ if n.lower() in _PROXY_VARIABLES]:
+            del os.environ[name]
     request = TurnRequest(
         prompt=prompt.strip(),
         model=options.model or DEFAULT_MODEL,
@@ -103,11 +111,15 @@ async def _ask(options: CellOptions, prompt: str, base: str | None = None, token
         sys.stdout.flush()
 
     session = ChatSession(ConversationStore())
-    result = await session.ask(request, on_token=write)
+    with stops.watching():
+        result = await session.ask(request, on_token=write)
     sys.stdout.write(sanitizer.flush())
     print()
     print(clean((await session.reported_metrics(result)).line()), file=sys.stderr)
     return 0
+
+
+_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
 
 
 if __name__ == "__main__":

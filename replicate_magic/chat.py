@@ -63,6 +63,7 @@ class TurnResult:
     prediction_id: str | None
     metrics: Metrics  # measured by the client; reported_metrics() asks Replicate for its own
     ignored: list[str]  # settings this model does not take
+    adjusted: list[str] = field(default_factory=list)  # "temperature 0 raised to 0.01, ..."
     reported: asyncio.Future[Metrics] | None = field(default=None, repr=False)
 
 
@@ -109,6 +110,7 @@ class ChatSession:
             prediction_id=stream.prediction_id,
             metrics=measured,
             ignored=stream.ignored,
+            adjusted=stream.adjusted,
             # Asked for now, awaited later: the request overlaps the caller's final display.
             reported=asyncio.ensure_future(_reported_metrics(stream, measured)),
         )

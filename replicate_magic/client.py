@@ -1,48 +1,116 @@
-"""Replicate's HTTP API over aiohttp: requests, retries, errors and the event stream.
+"""Replicate's HTTP API over aiohttp: requests, retries, cancels, errors and the event stream.
 
 No IPython here. One ``ReplicateClient`` holds the token for one caller; the aiohttp
-session it uses is shared per event loop (``sessions.py``).
+session it uses is shared per event loop (``sessions.py``). Every read from the network is
+bounded in size and time, and every failure of the HTTP or JSON layer leaves this module as
+a ``ResponseError`` raised ``from None``: aiohttp's exceptions and frames hold the request,
+Authorization header included, and ``%xmode Verbose`` would print them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import json
-import time
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Mapping
+from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
-from yarl import URL
 
-from .environment import DEFAULT_BASE_URL, find_token
+from .answers import (
+    MAX_ERROR_BODY_BYTES,
+    MAX_JSON_BYTES,
+    checked_prediction,
+    parse_json_object,
+    retry_delay,
+    shorten,
+)
+from .bodies import read_body, woken_on_close
+from .cancels import CancelOutcome, InFlight
+from .environment import (
+    DEFAULT_BASE_URL,
+    base_url_problem,
+    find_token,
+    may_send_token,
+    same_origin,
+)
 from .environment import base_url as _env_base_url
 from .errors import (
-    InvalidRequestError, ResponseError, StreamError, error_for_status, missing_token_error, parse_problem,
+    InvalidRequestError,
+    ReplicateMagicError,
+    ResponseError,
+    StreamError,
+    error_for_status,
+    missing_token_error,
+    parse_problem,
 )
 from .inputs import ModelRef, input_properties
-from .sessions import shared_session
-from .sse import EventDecoder, ServerSentEvent
+from .sessions import inflight, new_session, proxy_for, shared_session
+from .sse import EventDecoder, EventTooLarge, ServerSentEvent
 
 USER_AGENT = "replicate-magic/0.1"
 _MAX_ATTEMPTS = 4  # one try and three retries, for 429 (any method) and 5xx (GET only)
-_MAX_RETRY_WAIT = 30.0
 _MAX_RESUMES = 5  # reconnects of one event stream with Last-Event-ID
+_RETRYABLE = (429, 500, 502, 503, 504)
+# A cancel is idempotent, so it is retried on 5xx and dropped connections too, within a budget.
+_CANCEL_TRIES = 3
+_CANCEL_BUDGET = 5.0  # seconds for all tries
+_CANCEL_TRY = 2.0  # seconds for one try
 # Schemas are fetched once per model and base URL; they change only with a new version.
 _schema_cache: dict[tuple[str, str], dict[str, Any] | None] = {}
 
 
 @dataclass(frozen=True)
 class Timeouts:
-    """A connect limit and an idle (read) limit; never a total limit on a stream."""
+    """A connect limit and an idle (read) limit; never a total limit on a stream.
+
+    A JSON answer has a total limit as well (``request``, else the idle limit): one that
+    trickles in a byte at a time never goes idle, but must still end.
+    """
 
     connect: float = 10.0
     idle: float = 180.0
+    request: float | None = None
+
+    @property
+    def total(self) -> float:
+        return self.request if self.request is not None else self.idle
 
 
 class StreamLost(Exception):
     """The event stream could not be resumed; the caller may poll instead."""
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """One HTTP answer, read within limits; ``body`` has the token redacted."""
+
+    status: int
+    content_type: str
+    retry_after: str | None
+    body: str
+
+
+class _Passing(Exception):
+    """A failure worth another try for an idempotent request: a timeout, a dropped connection."""
+
+    def __init__(self, error: ResponseError, *, unreachable: bool = False) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.unreachable = unreachable  # nothing answered at all: retrying a GET will not help
+
+
+class _MalformedCreate(Exception):
+    """The create made a prediction (its id is valid) but answered in a shape we cannot use."""
+
+    def __init__(self, error: ResponseError, outcome: CancelOutcome) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.outcome = outcome
+
+
+class _Retryable(Exception):
+    """The stream host answered with a passing failure (429 or 5xx)."""
 
 
 class ReplicateClient:
@@ -56,16 +124,20 @@ class ReplicateClient:
         timeouts: Timeouts = Timeouts(),
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        if proxy and URL(proxy).scheme not in ("http", "https"):
-            raise InvalidRequestError(f"Proxy {URL(proxy).with_user(None)} is not an http:// or https:// proxy")
+        self.base_url = base_url.strip().rstrip("/")
+        problem = base_url_problem(self.base_url)
+        if problem:
+            raise InvalidRequestError(f"The API address cannot be used: {problem}. Next: check REPLICATE_BASE_URL.")
+        if proxy and urlsplit(proxy).scheme not in ("http", "https"):
+            shown = urlsplit(proxy)._replace(netloc=urlsplit(proxy).netloc.rpartition("@")[2]).geturl()
+            raise InvalidRequestError(f"Proxy {shown} is not an http:// or https:// proxy")
         self._session = session
         self._token = token
-        self.base_url = base_url.rstrip("/")
         self.proxy = proxy or None
         self.timeouts = timeouts
-        self._headers = {"User-Agent": USER_AGENT, **(headers or {})}
-        # POSTs still under way when their caller was cancelled (see request()).
-        self.unanswered_posts: list[asyncio.Future[tuple[int, Mapping[str, str], str]]] = []
+        # The token is the only credential, and it goes only where may_send_token() allows.
+        extra = {k: v for k, v in (headers or {}).items() if k.lower() not in ("authorization", "cookie")}
+        self._headers = {"User-Agent": USER_AGENT, **extra}
 
     @classmethod
     async def connect(
@@ -76,7 +148,7 @@ class ReplicateClient:
         proxy: str | None = None,
         timeouts: Timeouts = Timeouts(),
         headers: Mapping[str, str] | None = None,
-    ) -> "ReplicateClient":
+    ) -> ReplicateClient:
         """A client on the running loop's shared session, with the token found now.
 
         The token comes from ``api_key``, else the environment; none raises MissingAuthError.
@@ -91,7 +163,7 @@ class ReplicateClient:
     def __repr__(self) -> str:  # never the token
         return f"ReplicateClient(base_url={self.base_url!r})"
 
-    # -- requests -------------------------------------------------------------------------
+    # -- predictions ----------------------------------------------------------------------
 
     async def input_properties(self, ref: ModelRef) -> dict[str, Any] | None:
         """The model's input schema properties, or None where none can be had."""
@@ -112,113 +184,255 @@ class ReplicateClient:
         return _schema_cache[key]
 
     async def create_prediction(self, ref: ModelRef, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Create it; only 429 is retried, since a failed POST may still have made something.
+
+        If the caller is cancelled before the answer arrives, the request runs on in the
+        background and whatever it made is cancelled as soon as the answer comes.
+        """
         if ref.version:
             body: dict[str, Any] = {"version": str(ref) if ref.slug else ref.version}
             path = "/v1/predictions"
         else:
             body, path = {}, f"/v1/models/{ref.slug}/predictions"
         body.update(input=inputs, stream=True)
-        prediction = await self.request("POST", path, json=body)
-        if not isinstance(prediction.get("id"), str):
-            raise ResponseError(f"Replicate answered without a prediction id: {str(prediction)[:200]}")
-        return prediction
+        answer = await self._answered("POST", self.base_url + path, body, adopt=True)
+        try:
+            return await self._created(answer)
+        except _MalformedCreate as malformed:
+            error, outcome = malformed.error, malformed.outcome
+            raise ResponseError(f"{error} ({outcome.message()})", prediction_id=error.prediction_id) from None
 
     async def get_prediction(self, prediction: Mapping[str, Any]) -> dict[str, Any]:
-        return await self.request("GET", self._prediction_url(prediction, "get"))
+        url = self._api_url(prediction, "get")
+        return checked_prediction(await self.request("GET", url))
 
-    async def cancel_prediction(self, prediction: Mapping[str, Any]) -> None:
-        await self.request("POST", self._prediction_url(prediction, "cancel"))
+    def ended(self, prediction: Mapping[str, Any]) -> None:
+        """The prediction was seen to end on Replicate: nothing to cancel any more."""
+        self._registry().ended(prediction["id"])
+
+    async def cancel_prediction(self, prediction: Mapping[str, Any]) -> CancelOutcome:
+        """Cancel it on Replicate and say whether that worked; never raises a ResponseError.
+
+        Retried on 429, 5xx, timeouts and dropped connections (3 tries within about 5 s). The
+        cancel runs as a task of the loop's registry: cancelling the caller does not stop it.
+        """
+        cancel = self._registry().cancel(prediction["id"], lambda: self._send_cancel(prediction))
+        return await asyncio.shield(cancel)
+
+    # -- requests -------------------------------------------------------------------------
 
     async def request(self, method: str, url: str, *, json: Any = None) -> dict[str, Any]:
         """JSON request with bounded retries; raises our errors, never aiohttp's."""
         if url.startswith("/"):
             url = self.base_url + url
+        answer = await self._answered(method, url, json)
+        return parse_json_object(answer.body, f"{method} {urlsplit(url).path}")
+
+    async def _answered(self, method: str, url: str, json: Any, *, adopt: bool = False) -> _Answer:
+        """A 2xx answer, after retries: 429 for any method, 5xx and timeouts for GET only."""
         idempotent = method == "GET"
         for attempt in range(_MAX_ATTEMPTS):
             last = attempt == _MAX_ATTEMPTS - 1
-            exchange = asyncio.ensure_future(self._exchange(method, url, json))
             try:
-                # A POST that is under way when the caller is cancelled may still create
-                # something; shielded, it finishes, and the caller can undo what it made.
-                status, headers, body = await (exchange if idempotent else asyncio.shield(exchange))
-            except asyncio.CancelledError:
-                if not idempotent:
-                    self.unanswered_posts.append(exchange)
-                raise
-            except asyncio.TimeoutError:
-                if idempotent and not last:
+                answer = await (self._adoptable(method, url, json) if adopt else self._exchange(method, url, json))
+            except _Passing as failure:
+                if idempotent and not last and not failure.unreachable:
                     continue
-                raise ResponseError(
-                    f"Replicate did not answer {method} {URL(url).path} within {self.timeouts.idle:g} s. "
-                    "Next: try again, or raise the timeout."
-                ) from None
-            except aiohttp.ClientError as error:
-                if idempotent and not last and not isinstance(error, aiohttp.ClientConnectorError):
-                    continue
-                raise self._connection_error(url, error) from None
-            if status < 400:
-                return self._json(body, url)
-            if not last and (status == 429 or (idempotent and status in (500, 502, 503, 504))):
-                await asyncio.sleep(_retry_delay(headers.get("Retry-After"), attempt))
+                raise failure.error from None
+            if answer.status < 300:
+                return answer
+            if not last and (answer.status == 429 or (idempotent and answer.status in _RETRYABLE)):
+                await asyncio.sleep(retry_delay(answer.retry_after, attempt))
                 continue
-            title, detail = parse_problem(status, headers.get("Content-Type", ""), body)
-            raise self.redact(error_for_status(status, title, detail))
+            raise self._http_error(answer)
         raise AssertionError("unreachable")  # the loop always returns or raises
 
-    async def _exchange(self, method: str, url: str, json: Any) -> tuple[int, Mapping[str, str], str]:
-        """One HTTP request: status, headers and body text."""
-        async with self._session.request(
-            method, url, json=json, headers=self._headers_for(url), proxy=self.proxy, timeout=self._timeout()
-        ) as response:
-            return response.status, response.headers.copy(), await response.text(errors="replace")
+    async def _adoptable(self, method: str, url: str, json: Any) -> _Answer:
+        """The exchange, shielded: if the caller is cancelled, the registry waits for its answer."""
+        exchange = asyncio.ensure_future(self._exchange(method, url, json))
+        try:
+            return await asyncio.shield(exchange)
+        except asyncio.CancelledError:
+            self._registry().adopt(self._settle_stopped_create(exchange))
+            raise
+
+    async def _exchange(
+        self, method: str, url: str, json: Any, *, total: float | None = None, limit: int = MAX_JSON_BYTES,
+        cut: bool = False, session: aiohttp.ClientSession | None = None,
+    ) -> _Answer:
+        """One HTTP request: status, the headers we use, and the body, all within limits.
+
+        A body past ``limit`` fails the request, unless ``cut`` (or the request failed: an
+        error page is read only as far as a message needs).
+        """
+        total = self.timeouts.total if total is None else total
+        session = session or self._session
+        if session.closed:
+            raise ResponseError(f"The HTTP session was closed, so {method} {urlsplit(url).path} was not sent.")
+        options = self._request_options(url, aiohttp.ClientTimeout(
+            total=total, sock_connect=self.timeouts.connect, sock_read=self.timeouts.idle))
+        try:
+            async with session.request(method, url, json=json, **options) as response:
+                with woken_on_close(response):
+                    failed = response.status >= 300
+                    raw = await read_body(response, MAX_ERROR_BODY_BYTES if failed else limit, cut=failed or cut)
+                return _Answer(response.status, response.headers.get("Content-Type", ""),
+                               response.headers.get("Retry-After"), self.redact_text(raw.decode("utf-8", "replace")))
+        except ReplicateMagicError:
+            raise
+        except asyncio.TimeoutError:
+            raise _Passing(ResponseError(
+                f"Replicate did not answer {method} {urlsplit(url).path} within {total:g} s. "
+                "Next: try again, or raise the timeout.")) from None
+        except aiohttp.ClientConnectorError as error:
+            raise _Passing(self._connection_error(url, error), unreachable=True) from None
+        except (aiohttp.ClientError, ValueError) as error:  # ValueError: aiohttp's view of a bad header
+            raise _Passing(self._connection_error(url, error)) from None
+
+    # -- creates and cancels --------------------------------------------------------------
+
+    async def _created(self, answer: _Answer) -> dict[str, Any]:
+        """The created prediction, registered as running; malformed but with an id: cancelled."""
+        data = parse_json_object(answer.body, "the create")
+        try:
+            prediction = checked_prediction(data)
+        except ResponseError as error:
+            if error.prediction_id is None:
+                raise
+            outcome = await self.cancel_prediction({"id": error.prediction_id})
+            raise _MalformedCreate(error, outcome) from None
+        self._registry().opened(prediction["id"], lambda: self._send_cancel(prediction))
+        return prediction
+
+    async def _settle_stopped_create(self, exchange: asyncio.Future[_Answer]) -> CancelOutcome | None:
+        """Wait for a stopped create's answer, however long it takes; cancel what it made."""
+        try:
+            answer = await exchange
+        except (_Passing, ReplicateMagicError) as failure:
+            return CancelOutcome(None, False, str(failure))
+        if answer.status >= 300:  # a 4xx made nothing; after a 5xx nobody can tell
+            return CancelOutcome(None, answer.status < 500, f"the create was answered with HTTP {answer.status}")
+        try:
+            prediction = await self._created(answer)
+        except _MalformedCreate as malformed:
+            return malformed.outcome
+        except ResponseError as error:
+            return CancelOutcome(None, False, str(error))
+        return await self.cancel_prediction(prediction)
+
+    async def _send_cancel(self, prediction: Mapping[str, Any]) -> CancelOutcome:
+        if not self._session.closed:
+            return await self._try_cancel(prediction, self._session)
+        # Closed under us (by someone else, or at shutdown): the cancel must still go out.
+        async with new_session() as once:
+            return await self._try_cancel(prediction, once)
+
+    async def _try_cancel(self, prediction: Mapping[str, Any], session: aiohttp.ClientSession) -> CancelOutcome:
+        prediction_id = prediction["id"]
+        url = self._api_url(prediction, "cancel")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _CANCEL_BUDGET
+        reason = "no time was left to send it"
+        for attempt in range(_CANCEL_TRIES):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                # Only the status matters: the body (the whole prediction) is read only a little way.
+                answer = await self._exchange("POST", url, None, total=min(remaining, _CANCEL_TRY),
+                                              limit=MAX_ERROR_BODY_BYTES, cut=True, session=session)
+            except _Passing as failure:
+                reason = str(failure.error)
+            except ReplicateMagicError as error:
+                return CancelOutcome(prediction_id, False, str(error))
+            else:
+                if answer.status < 300:
+                    return CancelOutcome(prediction_id, True)
+                reason = str(self._http_error(answer))
+                if answer.status not in _RETRYABLE:
+                    return CancelOutcome(prediction_id, False, reason)
+            wait = retry_delay(None, attempt) * 0.5
+            await asyncio.sleep(max(0.0, min(wait, deadline - loop.time())))
+        return CancelOutcome(prediction_id, False, reason)
+
+    @staticmethod
+    def _registry() -> InFlight:
+        return inflight()  # the running loop's: a client is used on one loop, like its session
 
     # -- the event stream -----------------------------------------------------------------
 
-    async def events(self, prediction: Mapping[str, Any]) -> AsyncIterator[ServerSentEvent]:
+    async def events(self, prediction: Mapping[str, Any]) -> AsyncGenerator[ServerSentEvent, None]:
         """Events up to and including ``done``, resuming dropped connections by Last-Event-ID.
 
-        Raises StreamLost when the stream cannot be resumed, StreamError when it stalls.
+        Raises StreamLost when the stream cannot be resumed, StreamError when it stalls, grows
+        past the decoder's limits, or loses its HTTP session.
         """
         url = prediction["urls"]["stream"]
-        last_id = ""
+        prediction_id = prediction.get("id")
+        decoder = EventDecoder(keep_dataless=True)
         for resume in range(_MAX_RESUMES + 1):
             if resume:
                 await asyncio.sleep(min(0.2 * 2**resume, 2.0))
+            session = self._session
+            if session.closed:
+                raise StreamError("The HTTP session was closed while the reply streamed; the stream was given up.",
+                                  prediction_id=prediction_id)
             headers = {**self._headers_for(url), "Accept": "text/event-stream", "Cache-Control": "no-store"}
-            if last_id:
-                headers["Last-Event-ID"] = last_id
+            if decoder.last_event_id:
+                headers["Last-Event-ID"] = decoder.last_event_id
+            options = self._request_options(url, aiohttp.ClientTimeout(
+                total=None, sock_connect=self.timeouts.connect, sock_read=self.timeouts.idle), headers)
             try:
-                async with self._session.get(
-                    url, headers=headers, proxy=self.proxy, timeout=self._timeout()
-                ) as response:
+                async with session.get(url, **options) as response:
                     await self._check_stream_response(response)
-                    decoder = EventDecoder(keep_dataless=True)
-                    async for chunk in response.content.iter_any():
-                        for event in decoder.feed(chunk):
-                            yield event
-                            if event.event == "done":
-                                return
-                        last_id = decoder.last_event_id or last_id
+                    with woken_on_close(response):
+                        async for chunk in response.content.iter_any():
+                            for event in decoder.feed(chunk):
+                                yield event
+                                if event.event == "done":
+                                    return
+            except EventTooLarge as error:
+                raise StreamError(f"The stream was given up: {error}.", prediction_id=prediction_id) from None
             except aiohttp.ConnectionTimeoutError:
-                continue
+                pass  # try again
             except asyncio.TimeoutError:
                 raise StreamError(
                     f"No data from the stream for {self.timeouts.idle:g} s: the model stalled. "
                     "Next: try again, or raise the timeout.",
-                    prediction_id=prediction.get("id"),
+                    prediction_id=prediction_id,
                 ) from None
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, _Retryable):
-                continue
+                pass  # dropped: resume
+            except (aiohttp.ClientError, ValueError) as error:
+                raise StreamError(str(self._connection_error(url, error)), prediction_id=prediction_id) from None
+            decoder.close()  # a new connection starts a new stream; the last event id is kept
         raise StreamLost(f"the event stream broke {_MAX_RESUMES + 1} times before its done event")
+
+    async def _check_stream_response(self, response: aiohttp.ClientResponse) -> None:
+        if response.status in _RETRYABLE:
+            raise _Retryable
+        if response.status == 401 and not self.trusts(str(response.url)):
+            raise ResponseError(
+                f"The stream host {response.url.host} asked for the API token, which is only sent over https "
+                "to the API and Replicate's own hosts (or to the API's host, when that is this machine). "
+                "Next: check REPLICATE_BASE_URL.",
+                status=401,
+            )
+        if response.status >= 300:
+            raw = await read_body(response, MAX_ERROR_BODY_BYTES, cut=True)
+            text = self.redact_text(raw.decode("utf-8", "replace"))
+            title, detail = parse_problem(response.status, response.headers.get("Content-Type", ""), text)
+            raise self.redact(error_for_status(response.status, title, detail))
+        content_type = response.headers.get("Content-Type", "")
+        if not content_type.startswith("text/event-stream"):
+            raise ResponseError(
+                f"The stream answered with {shorten(content_type, 80) or 'no content type'}, not an event stream")
 
     # -- helpers --------------------------------------------------------------------------
 
     def trusts(self, url: str) -> bool:
-        """Whether the token may go to ``url``: the API host, or a Replicate host."""
-        host = URL(url).host or ""
-        if host == URL(self.base_url).host:
-            return True
-        return any(host == domain or host.endswith("." + domain) for domain in ("replicate.com", "replicate.net"))
+        """Whether the token may go to ``url`` (see ``environment.may_send_token``)."""
+        return may_send_token(url, self.base_url)
 
     def _headers_for(self, url: str) -> dict[str, str]:
         headers = dict(self._headers)
@@ -226,45 +440,31 @@ class ReplicateClient:
             headers["Authorization"] = f"Bearer {self._token}"
         return headers
 
-    def _prediction_url(self, prediction: Mapping[str, Any], kind: str) -> str:
-        url = (prediction.get("urls") or {}).get(kind)
-        if isinstance(url, str) and self.trusts(url):
+    def _request_options(
+        self, url: str, timeout: aiohttp.ClientTimeout, headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        # No redirects: Replicate's API does not use them, and each one is a new place the
+        # token might go. The proxy is ours to choose (the session trusts no environment).
+        return {"headers": headers if headers is not None else self._headers_for(url),
+                "proxy": self.proxy or proxy_for(url), "timeout": timeout, "allow_redirects": False}
+
+    def _api_url(self, prediction: Mapping[str, Any], kind: str) -> str:
+        """``urls.get`` / ``urls.cancel`` when on the API's own origin, else built from the id."""
+        urls = prediction.get("urls")
+        url = urls.get(kind) if isinstance(urls, dict) else None
+        if isinstance(url, str) and same_origin(url, self.base_url):
             return url
         suffix = "/cancel" if kind == "cancel" else ""
         return f"{self.base_url}/v1/predictions/{prediction['id']}{suffix}"
 
-    def _timeout(self) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=None, sock_connect=self.timeouts.connect, sock_read=self.timeouts.idle)
+    def _http_error(self, answer: _Answer) -> Exception:
+        title, detail = parse_problem(answer.status, answer.content_type, answer.body)  # body: redacted
+        return self.redact(error_for_status(answer.status, title, detail))
 
-    async def _check_stream_response(self, response: aiohttp.ClientResponse) -> None:
-        if response.status in (429, 500, 502, 503, 504):
-            raise _Retryable
-        if response.status == 401 and not self.trusts(str(response.url)):
-            raise ResponseError(
-                f"The stream host {response.url.host} asked for the API token, which is only sent "
-                "to Replicate's own hosts. Next: check REPLICATE_BASE_URL.",
-                status=401,
-            )
-        if response.status >= 400:
-            body = await response.text(errors="replace")
-            title, detail = parse_problem(response.status, response.headers.get("Content-Type", ""), body)
-            raise self.redact(error_for_status(response.status, title, detail))
-        content_type = response.headers.get("Content-Type", "")
-        if not content_type.startswith("text/event-stream"):
-            raise ResponseError(f"The stream answered with {content_type or 'no content type'}, not an event stream")
-
-    def _json(self, body: str, url: str) -> dict[str, Any]:
-        try:
-            data = json.loads(body)
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            raise ResponseError(f"Replicate answered {URL(url).path} with something that is not a JSON object")
-        return data
-
-    def _connection_error(self, url: str, error: aiohttp.ClientError) -> ResponseError:
-        origin = URL(url).origin()
-        reason = str(error).replace(self._token, "[token]") if self._token else str(error)
+    def _connection_error(self, url: str, error: Exception) -> ResponseError:
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+        reason = shorten(self.redact_text(str(error)), 200)
         return ResponseError(
             f"Could not reach {origin} ({type(error).__name__}: {reason}). "
             "Next: check the network, the proxy settings and REPLICATE_BASE_URL."
@@ -283,23 +483,3 @@ class ReplicateClient:
     def redact_text(self, text: str) -> str:
         """``text`` with every copy of the token replaced."""
         return text.replace(self._token, "[token]") if self._token else text
-
-
-class _Retryable(Exception):
-    """The stream host answered with a passing failure (429 or 5xx)."""
-
-
-def _retry_delay(retry_after: str | None, attempt: int) -> float:
-    """Seconds to wait: Retry-After (seconds or an HTTP date), else exponential backoff."""
-    delay = 0.5 * 2**attempt
-    if retry_after:
-        value = retry_after.strip()
-        if value.replace(".", "", 1).isdigit():
-            delay = float(value)
-        else:
-            try:
-                when = email.utils.parsedate_to_datetime(value)
-                delay = when.timestamp() - time.time()
-            except (TypeError, ValueError):
-                pass
-    return min(max(delay, 0.0), _MAX_RETRY_WAIT)

@@ -89,7 +89,7 @@ def parse_problem(status: int, content_type: str, body: str) -> tuple[str | None
     if "json" in content_type:
         try:
             data: Any = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
             data = None
         if isinstance(data, dict):
             title = data.get("title")
@@ -125,7 +125,12 @@ def error_for_status(
 def _text(value: Any) -> str | None:
     if value is None:
         return None
-    return _shorten(value if isinstance(value, str) else json.dumps(value))
+    if isinstance(value, str):
+        return _shorten(value)
+    try:
+        return _shorten(json.dumps(value))
+    except (ValueError, RecursionError):  # a server's title or detail nested absurdly deep
+        return None
 
 
 def _shorten(text: str, limit: int = 300) -> str:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import shlex
 from collections import ChainMap
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
@@ -18,11 +19,13 @@ from traitlets import Bool, Dict, Enum, Float, Int, Unicode
 
 from .catalog import DEFAULT_MODEL, KNOWN_MODELS, MODEL_ALIASES
 from .conversation import kernel_store
+from .environment import find_token
 from .errors import ReplicateMagicError
 from .options import FORMATS, CellOptions, parse_cell_options, replicate_arguments
-from .environment import find_token
 from .prompt_template import Expansion, expand
 from .terminal import clean
+
+_CANCEL_REPORT_WAIT = 2.0  # seconds an interrupted cell waits to say what its cancel did
 
 
 class ReplyInterrupted(ReplicateMagicError):
@@ -101,7 +104,13 @@ class ReplicateMagics(Magics):
     # -- one turn -----------------------------------------------------------------------------
 
     def _ask(self, options: CellOptions, prompt: str, expansion: Expansion) -> None:
-        from .chat import ChatSession, Metrics, TurnRequest, TurnResult  # aiohttp loads here, not at %load_ext
+        from .cancels import StopReport
+        from .chat import (  # aiohttp loads here, not at %load_ext
+            ChatSession,
+            Metrics,
+            TurnRequest,
+            TurnResult,
+        )
         from .client import Timeouts
         from .display import LiveReply, show_line
         from .inputs import Settings
@@ -129,9 +138,11 @@ class ReplicateMagics(Magics):
         reply.start(status=f"asking {model}…")
         session = ChatSession()
         answered: list[TurnResult] = []
+        stops = StopReport()  # what became of any cancel this turn needed: told, never assumed
 
         async def turn() -> Metrics | None:
-            result = await session.ask(request, on_token=reply.append, on_log=reply.status)
+            with stops.watching():
+                result = await session.ask(request, on_token=reply.append, on_log=reply.status)
             answered.append(result)
             # The whole reply shows now; the metrics request is already under way.
             reply.finish("" if result.text else "empty reply: the model sent no text")
@@ -141,14 +152,20 @@ class ReplicateMagics(Magics):
             metrics = shared_loop().run(turn())
         except KeyboardInterrupt:
             if not answered:
-                reply.finish("interrupted: the prediction was cancelled; this turn is not in the history")
+                stops.wait(_CANCEL_REPORT_WAIT)
+                what = stops.message()
+                reply.finish(f"interrupted: {what}; this turn is not in the history")
                 raise ReplyInterrupted(
-                    "Interrupted: the reply stopped and its prediction was cancelled on Replicate; "
+                    f"Interrupted: the reply stopped ({what}); "
                     "the partial answer stays above, the conversation is unchanged."
                 ) from None
             metrics = answered[0].metrics  # the reply is complete and recorded: skip the nicety
-        except ReplicateMagicError:
+        except ReplicateMagicError as error:
+            stops.wait(_CANCEL_REPORT_WAIT)
+            failed = [o.message() for o in stops.outcomes if not o.cancelled]
             reply.finish("stopped by the error below; this turn is not in the history" if reply.text else "no reply")
+            if failed:  # a stall or a broken stream needed a cancel, and it did not go through
+                error.args = (f"{error} Also: {'; '.join(failed)}.",)
             raise
         (result,) = answered
         if options.out:
@@ -156,6 +173,7 @@ class ReplicateMagics(Magics):
         notes = [metrics.line()] if metrics is not None else []
         if metrics is not None and result.ignored:
             notes.append(f"not taken by this model: {', '.join(result.ignored)}")
+        notes += result.adjusted  # "temperature 0 raised to 0.01, the lowest this model takes"
         if expansion.names:  # so the user sees what was sent
             notes.append(f"expanded: {', '.join(expansion.names)}")
         if expansion.withheld:

@@ -23,6 +23,7 @@ from typing import Any
 
 from traitlets import Bool, Float, HasTraits, Instance, Int, Tuple, Unicode, observe, validate
 
+from .cancels import StopReport
 from .catalog import DEFAULT_MODEL, resolve_model
 from .chat import ChatSession, TurnRequest, TurnResult
 from .client import Timeouts
@@ -180,11 +181,15 @@ class PanelModel(HasTraits):
 
         result: TurnResult | None = None
         outcome: BaseException | None = None
+        stops = StopReport()  # what the Stop's cancel did: said as it is, never assumed
         try:
-            result = await self.session.ask(request, on_token=on_token, on_log=on_log)
+            with stops.watching():
+                result = await self.session.ask(request, on_token=on_token, on_log=on_log)
         except asyncio.CancelledError:
+            # The cancel of a known prediction has settled by now; one still waiting for an
+            # unanswered create says so.
             self._end_turn(STOPPED, "".join(reply),
-                           "Stopped: the prediction was cancelled; this turn is not in the history.")
+                           f"Stopped: {stops.message()}; this turn is not in the history.")
             raise
         except ReplicateMagicError as error:
             # The conversation is intact: ChatSession records only finished turns.
@@ -265,5 +270,5 @@ def _result_line(result: TurnResult) -> str:
     line = result.metrics.line()
     if result.ignored:
         line += f" · not taken by this model: {', '.join(result.ignored)}"
-    return line
+    return " · ".join([line, *result.adjusted])
 

@@ -6,16 +6,27 @@ lines end at CRLF, LF or CR; ``:`` starts a comment; ``field:value`` loses one
 leading space; ``data`` lines are joined with LF; a blank line dispatches.
 
 Feed raw network chunks of any size to :meth:`EventDecoder.feed`; call
-:meth:`EventDecoder.close` at end of stream.
+:meth:`EventDecoder.close` at end of stream. A line that never ends, or an event whose
+``data`` lines never dispatch, would grow without bound: past ``max_line`` or
+``max_event`` the decoder raises :class:`EventTooLarge` instead.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["EventDecoder", "ServerSentEvent"]
+__all__ = ["MAX_EVENT", "MAX_LINE", "EventDecoder", "EventTooLarge", "ServerSentEvent"]
 
 _BOM = "\ufeff"
+MAX_LINE = 16 * 1024 * 1024  # bytes of one line (replicate-go tests 16 MB lines)
+MAX_EVENT = 16 * 1024 * 1024  # characters of one event's data, counting _LINE_COST per line
+# What one data line costs beyond its characters (a list slot and a str object, near
+# enough), so that a flood of empty data lines is bounded too.
+_LINE_COST = 64
+
+
+class EventTooLarge(ValueError):
+    """A line or an event grew past the decoder's limit."""
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs 4x more, once per event
@@ -40,8 +51,10 @@ class EventDecoder:
     may end a stream with a bare ``event: done``.
     """
 
-    def __init__(self, *, keep_dataless: bool = False) -> None:
+    def __init__(self, *, keep_dataless: bool = False, max_line: int = MAX_LINE, max_event: int = MAX_EVENT) -> None:
         self.keep_dataless = keep_dataless
+        self.max_line = max_line
+        self.max_event = max_event
         self.last_event_id: str = ""
         """Id of the last dispatched block; send it as ``Last-Event-ID`` to resume."""
         self.retry: int | None = None
@@ -51,10 +64,12 @@ class EventDecoder:
     def _reset_stream(self) -> None:
         # Pieces of the unfinished last line; joined once, when its line end arrives.
         self._pending: list[bytes] = []
+        self._pending_size = 0
         # The previous chunk ended in CR: an LF opening the next chunk ends no new line.
         self._after_cr = False
         self._at_start = True
         self._data: list[str] = []
+        self._data_size = 0  # what _data costs, in the units of max_event
         self._event: str | None = None
         self._id = self.last_event_id
         self._block_retry: int | None = None
@@ -74,20 +89,32 @@ class EventDecoder:
         end = chunk.rfind(b"\n")
         if end < 0:
             if chunk:
-                self._pending.append(chunk)
+                self._hold(chunk)
             return []
         if self._pending:
+            self._check_line(self._pending_size + chunk.find(b"\n"))
             self._pending.append(chunk[:end])
             block = b"".join(self._pending)
-            self._pending = []
+            self._pending, self._pending_size = [], 0
         else:
             block = chunk[:end]
         if end + 1 < len(chunk):
-            self._pending.append(chunk[end + 1 :])
+            self._hold(chunk[end + 1 :])
         # UTF-8 sequences never contain CR/LF bytes, so decoding whole lines at
         # once equals decoding each line; str.split("\n") (unlike splitlines)
         # splits on LF only.
         return self._lines(block.decode("utf-8", "replace").split("\n"))
+
+    def _hold(self, piece: bytes) -> None:
+        """Keep a piece of the unfinished last line."""
+        self._pending.append(piece)
+        self._pending_size += len(piece)
+        self._check_line(self._pending_size)
+
+    def _check_line(self, size: int) -> None:
+        if size > self.max_line:
+            self._reset_stream()  # drop what was held: the memory is the point
+            raise EventTooLarge(f"the event stream sent a line of more than {_size(self.max_line)} without ending it")
 
     def close(self) -> list[ServerSentEvent]:
         """End of stream: process an unterminated last line, drop the unfinished block.
@@ -109,6 +136,8 @@ class EventDecoder:
         events: list[ServerSentEvent] = []
         # Locals instead of attribute access: this loop is the hot path.
         data = self._data
+        data_size = self._data_size
+        max_event = self.max_event
         event = self._event
         id_ = self._id
         block_retry = self._block_retry
@@ -119,6 +148,7 @@ class EventDecoder:
                     events.append(ServerSentEvent(
                         event or "message", data[0] if len(data) == 1 else "\n".join(data), id_, block_retry))
                     data = []
+                data_size = 0
                 event = None
                 block_retry = None
                 continue
@@ -127,17 +157,26 @@ class EventDecoder:
                 value = value[1:]
             if name == "data":
                 data.append(value)
+                data_size += len(value) + _LINE_COST
+                if data_size > max_event:
+                    self._reset_stream()
+                    raise EventTooLarge(
+                        f"the event stream sent an event of more than {_size(self.max_event)} without ending it")
             elif name == "event":
                 event = value
             elif name == "id":
                 if "\0" not in value:
                     id_ = value
-            elif name == "retry":
-                if value.isascii() and value.isdigit():
-                    block_retry = self.retry = int(value)
+            elif name == "retry" and value.isascii() and value.isdigit():
+                block_retry = self.retry = int(value)
             # Anything else, including comments (empty name), is ignored.
         self._data = data
+        self._data_size = data_size
         self._event = event
         self._id = id_
         self._block_retry = block_retry
         return events
+
+
+def _size(limit: int) -> str:
+    return f"{limit // (1024 * 1024)} MiB" if limit >= 1024 * 1024 else f"{limit} bytes"

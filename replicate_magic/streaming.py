@@ -3,6 +3,8 @@
 It fetches the model's schema, builds the input, creates the prediction, turns the event
 stream into text (falling back to polling when the stream cannot be resumed), and, when the
 consumer stops early for any reason, cancels the prediction so nothing bills in the dark.
+Whether that cancel worked is kept in ``cancel_outcome`` (and reported to any
+``cancels.StopReport`` watching).
 """
 
 from __future__ import annotations
@@ -11,63 +13,66 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing
-from typing import Any, AsyncIterator, Callable, Mapping
+from typing import Any
 
+from .answers import server_text
+from .cancels import CancelOutcome
 from .client import ReplicateClient, StreamLost
 from .errors import ModelError, ReplicateMagicError, ResponseError, StreamError
-from .inputs import Settings, build_input, parse_model
+from .inputs import Settings, build_input, fit_to_schema, parse_model
 from .sse import ServerSentEvent
 from .textparts import TextParts
 
 log = logging.getLogger(__name__)
-_CANCEL_WAIT = 5.0  # seconds a stopped stream waits for its cancel request
 _POLL_INTERVAL = 0.5  # Replicate's clients poll at this rate
 TERMINAL = ("succeeded", "failed", "canceled", "aborted")
 
 
 class PredictionStream:
-    """Iterate ``tokens()`` once; afterwards ``prediction``, ``text`` and ``ignored`` tell the rest."""
+    """Iterate ``tokens()`` once; afterwards ``prediction``, ``text``, ``ignored`` and
+    ``cancel_outcome`` tell the rest."""
 
     def __init__(
         self,
         client: ReplicateClient,
         model: str,
-        messages: list[Mapping[str, Any]],
+        messages: Sequence[Mapping[str, Any]],
         settings: Settings,
         *,
         on_log: Callable[[str], None] | None = None,
     ) -> None:
         self.client = client
         self.model = model
-        self.messages = messages
+        self.messages = list(messages)
         self.settings = settings
         self.on_log = on_log
         self.prediction: dict[str, Any] | None = None
         self.ignored: list[str] = []  # settings the model's schema does not take
+        self.adjusted: list[str] = []  # settings moved into the model's range, said as notes
         self._received = TextParts()
-        self.finished = False  # the prediction reached an end on Replicate
+        self.ended = False  # the prediction was seen to reach an end on Replicate
+        self.cancel_outcome: CancelOutcome | None = None  # set when a cancel was needed
 
-    async def tokens(self) -> AsyncIterator[str]:
+    async def tokens(self) -> AsyncGenerator[str, None]:
         try:
             ref = parse_model(self.model)
             properties = await self.client.input_properties(ref)
             inputs, self.ignored = build_input(self.messages, self.settings, properties)
             if self.ignored:
                 log.info("%s does not take %s; not sent", ref, ", ".join(self.ignored))
-            try:
-                self.prediction = await self.client.create_prediction(ref, inputs)
-            except asyncio.CancelledError:
-                await self._cancel_unanswered_create()
-                raise
+            if properties is not None:  # checked against the model's declared bounds before sending
+                inputs, self.adjusted = fit_to_schema(inputs, properties)
+            # Stopped while this is under way, the client cancels what it makes (in the background).
+            self.prediction = await self.client.create_prediction(ref, inputs)
             try:
                 async with aclosing(self._text()) as tokens:
                     async for token in tokens:
                         self._received.append(token)
                         yield token
             finally:
-                if not self.finished:
-                    await self.cancel()
+                await self.cancel()
         except ReplicateMagicError as error:
             # One boundary for every message built from server text: a model's error, a
             # prediction's error, an echoed request. None may show the token.
@@ -78,37 +83,36 @@ class PredictionStream:
         """The text so far."""
         return self._received.value
 
-    async def cancel(self) -> None:
-        """Cancel the prediction on Replicate; quietly, because this runs while unwinding."""
-        if self.prediction is None or self.finished:
-            return
-        self.finished = True
-        try:
-            await asyncio.wait_for(
-                asyncio.shield(self.client.cancel_prediction(self.prediction)), _CANCEL_WAIT
-            )
-        except (ResponseError, asyncio.TimeoutError, asyncio.CancelledError) as error:
-            log.warning("could not cancel prediction %s: %s", self.prediction.get("id"), error)
+    @property
+    def prediction_id(self) -> str | None:
+        return (self.prediction or {}).get("id")
 
-    async def _cancel_unanswered_create(self) -> None:
-        """Stopped while the create was under way: it may still make a prediction; cancel it."""
-        for exchange in self.client.unanswered_posts:
-            try:
-                status, _, body = await asyncio.wait_for(exchange, _CANCEL_WAIT)
-            except (Exception, asyncio.CancelledError):
-                continue  # it failed, or never answered: nothing is known to cancel
-            created = _json_object(body) if status < 300 else {}
-            if isinstance(created.get("id"), str):
-                self.prediction = created
-                await self.cancel()
+    async def cancel(self) -> CancelOutcome | None:
+        """Cancel the prediction on Replicate unless it ended; the outcome says whether that worked.
+
+        None when there was nothing to cancel. Never raises a ResponseError: this runs while
+        unwinding. If the caller is cancelled meanwhile, the cancel still runs to its end.
+        """
+        if self.prediction is None or self.ended:
+            return self.cancel_outcome
+        if self.cancel_outcome is None or not self.cancel_outcome.cancelled:
+            self.cancel_outcome = await self.client.cancel_prediction(self.prediction)  # a failure is logged there
+        return self.cancel_outcome
 
     async def final_prediction(self) -> dict[str, Any]:
         """The prediction as Replicate reports it now (metrics appear once it has ended)."""
         assert self.prediction is not None, "tokens() has not created a prediction yet"
         self.prediction = await self.client.get_prediction(self.prediction)
+        if self.prediction.get("status") in TERMINAL:
+            self._seen_to_end()
         return self.prediction
 
-    async def _text(self) -> AsyncIterator[str]:
+    def _seen_to_end(self) -> None:
+        self.ended = True
+        if self.prediction is not None:
+            self.client.ended(self.prediction)
+
+    async def _text(self) -> AsyncGenerator[str, None]:
         assert self.prediction is not None
         if (self.prediction.get("urls") or {}).get("stream"):
             try:
@@ -118,49 +122,39 @@ class PredictionStream:
                             if event.data:
                                 yield event.data
                             continue
-                        token = await self._on_event(event)
-                        if token:
-                            yield token
-                if self.finished:
+                        await self._on_event(event)
+                if self.ended:
                     return
             except StreamLost as lost:
-                log.info("prediction %s: %s; polling instead", self.prediction.get("id"), lost)
+                log.info("prediction %s: %s; polling instead", self.prediction_id, lost)
         # No stream (a model that does not stream), or one that could not be resumed.
         async with aclosing(poll_text(self.client, self.prediction, self.text)) as tokens:
             async for token in tokens:
                 yield token
-        self.finished = True
+        self._seen_to_end()
 
-    async def _on_event(self, event: ServerSentEvent) -> str | None:
-        if event.event == "output":
-            return event.data
+    async def _on_event(self, event: ServerSentEvent) -> None:
         if event.event == "logs":
             if self.on_log is not None and event.data:
                 self.on_log(self.client.redact_text(event.data))
         elif event.event == "error":
-            self.finished = True
-            detail = _detail(event.data)
-            raise ModelError(
-                f"The model failed: {detail}", detail=detail,
-                prediction_id=(self.prediction or {}).get("id"),
-            )
+            self._seen_to_end()
+            detail = server_text(_detail(event.data), self.client.redact_text)
+            raise ModelError(f"The model failed: {detail}", detail=detail, prediction_id=self.prediction_id)
         elif event.event == "done":
-            self.finished = True
+            self._seen_to_end()
             reason = _json_object(event.data).get("reason")
             if reason:
                 # The stream says why it ended early; the prediction says the rest.
-                raise_for_final_status(await self.final_prediction())
-                raise ResponseError(f"The stream ended early ({reason})", prediction_id=self.prediction_id)
-        return None  # unknown events are ignored, as the SSE spec says
-
-    @property
-    def prediction_id(self) -> str | None:
-        return (self.prediction or {}).get("id")
+                raise_for_final_status(await self.final_prediction(), self.client.redact_text)
+                said = server_text(reason, self.client.redact_text, 80) if isinstance(reason, str) else "no reason given"
+                raise ResponseError(f"The stream ended early ({said})", prediction_id=self.prediction_id)
+        # Unknown events are ignored, as the SSE spec says.
 
 
 async def poll_text(
     client: ReplicateClient, prediction: Mapping[str, Any], already: str = ""
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     """Text beyond ``already`` by polling ``urls.get``, until the prediction ends."""
     seen, changed_at = already, time.monotonic()
     while True:
@@ -177,7 +171,8 @@ async def poll_text(
             seen, changed_at = text, time.monotonic()
         status = current.get("status")
         if status in TERMINAL:
-            raise_for_final_status(current)
+            client.ended(current)
+            raise_for_final_status(current, client.redact_text)
             return
         if time.monotonic() - changed_at > client.timeouts.idle:
             raise StreamError(
@@ -196,12 +191,14 @@ def output_text(output: Any) -> str:
     return str(output)
 
 
-def raise_for_final_status(prediction: Mapping[str, Any]) -> None:
+def raise_for_final_status(prediction: Mapping[str, Any], redact: Callable[[str], str] = lambda text: text) -> None:
     status = prediction.get("status")
     if status == "failed":
+        error = prediction.get("error")
+        detail = server_text(error, redact) if error else None
         raise ModelError(
-            f"The model failed: {prediction.get('error') or 'no reason given'}",
-            detail=prediction.get("error"), prediction_id=prediction.get("id"),
+            f"The model failed: {detail or 'no reason given'}",
+            detail=detail, prediction_id=prediction.get("id"),
         )
     if status in ("canceled", "aborted"):
         raise ResponseError(
@@ -213,7 +210,7 @@ def raise_for_final_status(prediction: Mapping[str, Any]) -> None:
 def _json_object(data: str) -> dict[str, Any]:
     try:
         value = json.loads(data) if data.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}
 
@@ -223,5 +220,5 @@ def _detail(data: str) -> str:
     value = _json_object(data)
     for key in ("detail", "error", "message"):
         if isinstance(value.get(key), str):
-            return value[key]
+            return str(value[key])
     return data.strip() or "no reason given"

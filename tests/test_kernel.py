@@ -210,6 +210,22 @@ def test_full_speed_stream_is_coalesced_and_complete(kernel, emu):
 # -- 3: interrupt -----------------------------------------------------------------------------------
 
 
+def test_an_interrupt_whose_cancel_fails_says_the_prediction_may_still_run(kernel, emu):
+    emu.inject(Faults(stall_after=3))
+    cell = kernel.send("%%replicate --no-history\nA story that stalls.")
+    wait_until = time.monotonic() + 10
+    while not emu.predictions and time.monotonic() < wait_until:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    emu.inject(Faults(server_error=3))  # every try of the cancel fails
+    kernel.interrupt()
+    kernel.wait(cell, timeout=20)
+    prediction_id = list(emu.predictions)[-1]
+    shown = _one_line_error(cell, "ReplyInterrupted", lines=1)
+    assert f"could not cancel {prediction_id}: it may still be running, see https://replicate.com/p/{prediction_id}" in shown
+    assert "could not cancel" in _last_text(cell) and "was cancelled" not in shown
+
+
 def test_interrupt_cancels_the_prediction_and_keeps_the_partial_answer(kernel, emu):
     kernel.ok("%replicate reset")
     kernel.ok("%%replicate\nFirst question.")

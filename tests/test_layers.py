@@ -15,9 +15,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "replicate_magic"
 
 # No I/O, no IPython, no aiohttp: text in, values out.
 PURE = {"sse", "prompts", "inputs", "errors", "conversation", "options", "prompt_template", "catalog",
-        "render", "terminal", "textparts", "environment"}
+        "render", "terminal", "textparts", "environment", "answers"}
 # The network and the private loop; no IPython.
-IO = {"sessions", "client", "streaming", "provider", "chat", "loop"}
+IO = {"sessions", "client", "streaming", "provider", "chat", "loop", "cancels", "bodies"}
 # IPython and widgets on top.
 GLUE = {"magics", "display", "panel_model", "panel", "__main__", "demo", "__init__"}
 LAYERS = [PURE, IO, GLUE]

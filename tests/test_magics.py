@@ -16,7 +16,7 @@ from IPython.core.interactiveshell import InteractiveShell
 import replicate_magic
 from replicate_magic.conversation import kernel_store
 from replicate_magic.emulator import Faults
-from replicate_magic.errors import MissingAuthError, ModelError, ResponseError
+from replicate_magic.errors import InvalidRequestError, MissingAuthError, ModelError, ResponseError
 
 from .conftest import TOKEN
 
@@ -337,3 +337,16 @@ def test_a_prompt_that_expands_to_nothing_says_so(ip):
     ip.user_ns["blank"] = "   "
     with pytest.raises(UsageError, match=r"empty once \{blank\} expanded"):
         ask(ip, "", "{blank}")
+
+
+def test_temperature_zero_is_raised_to_the_models_minimum_and_said(ip, env_emu, capsys):
+    ask(ip, "-m meta/llama-2-70b-chat -t 0 --no-history", "Be exact.")
+    assert last_input(env_emu)["temperature"] == 0.01
+    assert "temperature 0 raised to 0.01, the lowest this model takes" in capsys.readouterr().out
+
+
+def test_a_setting_outside_the_models_range_fails_before_anything_is_sent(ip, env_emu):
+    with pytest.raises(InvalidRequestError, match=r"temperature=7.0 is outside what this model takes \(0.01 to 5\)"):
+        ask(ip, "-m meta/llama-2-70b-chat -t 7 --no-history", "Be wild.")
+    assert not [r for r in env_emu.requests if r.method == "POST"]
+    assert replicate_magic.history() == []

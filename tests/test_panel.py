@@ -181,7 +181,7 @@ def test_stop_cancels_the_prediction_and_the_panel_is_ready_again(make_panel, en
     (prediction_id,) = list(env_emu.predictions)
     assert env_emu.wait_for_cancel(5) == prediction_id
     wait(panel)
-    assert panel.model.status.startswith("Stopped") and not panel.model.busy
+    assert panel.model.status == "Stopped: cancelled; this turn is not in the history." and not panel.model.busy
     shown = conversation_text(panel)
     assert "word0 word1 word2 stopped: this turn is not in the history" in shown
     assert replicate_magic.history() == []
@@ -192,6 +192,19 @@ def test_stop_cancels_the_prediction_and_the_panel_is_ready_again(make_panel, en
     assert "turn 1." in reply_of(env_emu)  # the stopped turn was never sent as history
     assert "stopped" not in conversation_text(panel)  # the next turn replaces the stopped one
     assert [m["content"] for m in replicate_magic.history()] == ["Something short", reply_of(env_emu)]
+
+
+def test_a_stop_whose_cancel_fails_says_what_may_still_run(make_panel, env_emu):
+    panel = make_panel()
+    env_emu.inject(Faults(tokens=WORDS, stall_after=3))
+    type_and_send(panel, "Tell me a long story")
+    wait_until(lambda: "word2" in conversation_text(panel))
+    env_emu.inject(Faults(server_error=3))  # every try of the cancel fails
+    buttons(panel)["Stop"].click()
+    wait(panel)
+    (prediction_id,) = list(env_emu.predictions)
+    assert panel.model.status == (f"Stopped: could not cancel {prediction_id}: it may still be running, see "
+                                  f"https://replicate.com/p/{prediction_id}; this turn is not in the history.")
 
 
 def test_stop_during_cold_start_cancels_too(make_panel, env_emu):

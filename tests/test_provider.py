@@ -9,10 +9,15 @@ import urllib.request
 
 import pytest
 
-from replicate_magic import MissingAuthError, Replicate, ResponseError
+from replicate_magic import MissingAuthError, Replicate, ResponseError, sessions
+from replicate_magic.cancels import StopReport
 from replicate_magic.emulator import Emulator, Faults
-from replicate_magic.errors import InvalidRequestError, ModelError, RateLimitError, StreamError
-from replicate_magic import sessions
+from replicate_magic.errors import (
+    InvalidRequestError,
+    ModelError,
+    RateLimitError,
+    StreamError,
+)
 
 from .conftest import TOKEN
 from .proxy import ForwardProxy
@@ -202,7 +207,7 @@ async def test_token_goes_to_the_api_and_its_stream_host_only(env_emu):
 async def test_token_is_withheld_from_a_stream_on_a_foreign_host(emu):
     # Reach the API as "localhost": the stream URLs it hands out name 127.0.0.1, another host.
     api_as_localhost = emu.base_url.replace("127.0.0.1", "localhost")
-    with pytest.raises(ResponseError, match="only sent to Replicate's own hosts"):
+    with pytest.raises(ResponseError, match="only sent over https to the API and Replicate's own hosts"):
         await collect(base_url=api_as_localhost, api_key=TOKEN)
     stream_requests = [r for r in emu.requests if r.server == "stream"]
     assert stream_requests and all("Authorization" not in r.headers for r in stream_requests)
@@ -219,10 +224,16 @@ async def test_unknown_model_is_a_404_in_one_line(env_emu):
     assert "check the model name" in str(caught.value)
 
 
-async def test_invalid_input_is_a_422_naming_the_field(env_emu):
-    with pytest.raises(ResponseError) as caught:
+async def test_a_setting_outside_the_schemas_range_is_refused_before_any_create(env_emu):
+    with pytest.raises(InvalidRequestError, match=r"max_tokens=100 is outside what this model takes \(1024 to 64000\)"):
         await collect(model="anthropic/claude-3.7-sonnet", max_tokens=100)
-    assert caught.value.status == 422 and "max_tokens" in str(caught.value)
+    assert not [r for r in env_emu.requests if r.method == "POST"]
+
+
+async def test_invalid_input_is_a_422_naming_the_field(env_emu):
+    with pytest.raises(ResponseError) as caught:  # a type the schema check leaves to Replicate
+        await collect(model="anthropic/claude-3.7-sonnet", extra_data={"max_image_resolution": "large"})
+    assert caught.value.status == 422 and "max_image_resolution" in str(caught.value)
 
 
 async def test_malformed_model_name_is_refused_before_any_request(env_emu):
@@ -279,7 +290,7 @@ async def test_cancel_from_elsewhere_ends_the_stream_with_an_error(env_emu):
     env_emu.inject(Faults(stall_after=2))
     stream = Replicate.create_async_generator(LLAMA, HI)
     await stream.__anext__()
-    urllib.request.urlopen(urllib.request.Request(
+    await asyncio.to_thread(urllib.request.urlopen, urllib.request.Request(
         f"{env_emu.base_url}/v1/predictions/{only_prediction(env_emu).id}/cancel", method="POST",
         headers={"Authorization": f"Bearer {TOKEN}"}))
     with pytest.raises(ResponseError, match="canceled"):
@@ -385,12 +396,13 @@ async def test_proxy_argument_routes_every_request(env_emu):
     assert any(env_emu.stream_base in seen for seen in proxy.seen)
 
 
-async def test_proxy_environment_variable_is_honoured(env_emu, monkeypatch):
+async def test_proxy_environment_variables_never_carry_loopback_traffic(env_emu, monkeypatch):
+    # The emulator is on this machine: HTTP_PROXY must not see it (nor its token).
+    # The proxy variables for other hosts are tested in test_token_reach.py.
     with ForwardProxy() as proxy:
         monkeypatch.setenv("HTTP_PROXY", proxy.url)
-        await sessions.close_session()  # trust_env is read when a session is made
         assert await collect()
-    assert len(proxy.seen) == len(env_emu.requests)
+    assert proxy.seen == [] and len(env_emu.requests) >= 3
 
 
 async def test_socks_proxy_is_refused_clearly(env_emu):
@@ -412,20 +424,28 @@ def test_session_is_closed_when_asyncio_run_ends(env_emu):
 
     session = asyncio.run(main())
     assert session.closed
-    assert not any(loop.is_closed() for loop in sessions._sessions)
+    assert not any(loop.is_closed() for loop in sessions._states)
 
 
 async def test_stop_while_the_create_is_under_way_cancels_what_it_made(env_emu):
     await collect()  # warm the schema cache: the next request is the create itself
     env_emu.inject(Faults(slow_create=0.5, tokens_per_second=5))
-    task = asyncio.ensure_future(collect())
+    stops = StopReport()
+
+    async def watched():
+        with stops.watching():
+            await collect()
+
+    task = asyncio.ensure_future(watched())
     while len(env_emu.predictions) < 2:  # created on the server, the answer not yet back
         await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    assert await stops.settled(10)  # the answer arrives in the background, then the cancel goes out
     made = [p for p in env_emu.predictions.values() if p.status != "succeeded"]
     assert [p.id for p in made] == env_emu.cancels and made[0].status == "canceled"
+    assert stops.message() == "cancelled"
 
 
 async def test_stop_during_a_rate_limit_wait_creates_nothing(env_emu):

@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from replicate_magic.sse import EventDecoder, ServerSentEvent
+from replicate_magic.sse import (
+    MAX_EVENT,
+    MAX_LINE,
+    EventDecoder,
+    EventTooLarge,
+    ServerSentEvent,
+)
 
 
 def decode(*chunks: bytes, keep_dataless: bool = False) -> list[ServerSentEvent]:
@@ -222,3 +228,55 @@ def test_random_streams_random_splits(stream: tuple[bytes, list[ServerSentEvent]
     points = sorted({0, len(raw), *(c % (len(raw) + 1) for c in cuts)})
     chunks = [raw[a:b] for a, b in itertools.pairwise(points)]
     assert decode(*chunks) == expected
+
+
+# --- Limits: a line that never ends, an event that never dispatches -------------
+
+
+def test_a_line_past_max_line_raises_and_drops_what_it_held() -> None:
+    decoder = EventDecoder(max_line=1000)
+    decoder.feed(b"data: ok\n\n")
+    with pytest.raises(EventTooLarge, match="a line of more than 1000 bytes without ending it"):
+        for _ in range(20):
+            decoder.feed(b"data: " + b"x" * 100)  # no line end, ever
+    assert decoder.feed(b"data: again\n\n") == [msg("again")]  # ready for a new stream
+
+
+def test_a_line_that_ends_just_past_max_line_raises_too() -> None:
+    decoder = EventDecoder(max_line=10)
+    decoder.feed(b"data: 1234")
+    with pytest.raises(EventTooLarge):
+        decoder.feed(b"5\n\n")
+
+
+def test_a_line_of_exactly_max_line_passes() -> None:
+    decoder = EventDecoder(max_line=10)
+    decoder.feed(b"data: 1234")
+    assert decoder.feed(b"\n\n") == [msg("1234")]
+
+
+def test_data_lines_past_max_event_raise() -> None:
+    decoder = EventDecoder(max_event=10_000)
+    with pytest.raises(EventTooLarge, match="an event of more than 10000 bytes without ending it"):
+        for _ in range(100):
+            decoder.feed(b"data: " + b"y" * 500 + b"\n")  # lines end, the event never does
+
+
+def test_empty_data_lines_count_against_max_event() -> None:
+    decoder = EventDecoder(max_event=10_000)
+    with pytest.raises(EventTooLarge):
+        decoder.feed(b"data:\n" * 1000)  # no characters, but each line costs memory
+
+
+def test_max_event_counts_one_event_at_a_time() -> None:
+    decoder = EventDecoder(max_event=1000)
+    stream = b"".join(b"data: " + b"z" * 500 + b"\n\n" for _ in range(50))
+    assert len(decode_with(decoder, stream)) == 50
+
+
+def test_default_limits_take_replicates_largest_lines() -> None:
+    assert EventDecoder().max_line == MAX_LINE == 16 * 1024 * 1024 and MAX_EVENT == MAX_LINE
+
+
+def decode_with(decoder: EventDecoder, stream: bytes) -> list[ServerSentEvent]:
+    return decoder.feed(stream) + decoder.close()

@@ -262,6 +262,63 @@ _CLAUDE = EmulatedModel(
     },
 )
 
+# meta/llama-2-70b-chat as Replicate recorded it (replicate-python tests/cassettes/
+# predictions-stream.yaml, version of 2023-09-13): its temperature starts at 0.01, not 0.
+_LLAMA2_70B_CHAT = EmulatedModel(
+    owner="meta",
+    name="llama-2-70b-chat",
+    description="A 70 billion parameter language model from Meta, fine tuned for chat completions",
+    required=("prompt",),
+    version_created_at="2023-09-13T15:41:34.688650Z",
+    properties={
+        "prompt": _prop(0, "string", "Prompt to send to the model."),
+        "system_prompt": _prop(
+            1, "string",
+            "System prompt to send to the model. This is prepended to the prompt and helps guide "
+            "system behavior.",
+            default="You are a helpful assistant.",
+        ),
+        "max_new_tokens": _prop(
+            2, "integer", "Maximum number of tokens to generate. A word is generally 2-3 tokens",
+            default=128, minimum=1.0,
+        ),
+        "min_new_tokens": _prop(
+            3, "integer",
+            "Minimum number of tokens to generate. To disable, set to -1. A word is generally 2-3 tokens.",
+            default=-1, minimum=-1.0,
+        ),
+        "temperature": _prop(
+            4, "number",
+            "Adjusts randomness of outputs, greater than 1 is random and 0 is deterministic, 0.75 is a "
+            "good starting value.",
+            default=0.75, maximum=5.0, minimum=0.01,
+        ),
+        "top_p": _prop(
+            5, "number",
+            "When decoding text, samples from the top p percentage of most likely tokens; lower to "
+            "ignore less likely tokens",
+            default=0.9, maximum=1.0, minimum=0.0,
+        ),
+        "top_k": _prop(
+            6, "integer",
+            "When decoding text, samples from the top k most likely tokens; lower to ignore less "
+            "likely tokens",
+            default=50, minimum=0.0,
+        ),
+        "stop_sequences": _prop(
+            7, "string",
+            "A comma-separated list of sequences to stop generation at. For example, '<end>,<stop>' "
+            "will stop generation at the first instance of 'end' or '<stop>'.",
+        ),
+        "seed": _prop(8, "integer", "Random seed. Leave blank to randomize the seed"),
+        "debug": _prop(9, "boolean", "provide debugging output in logs", default=False),
+        "replicate_weights": _prop(
+            10, "string", "Path to fine-tuned weights produced by a Replicate fine-tune job.",
+        ),
+    },
+)
+
+
 MODELS: dict[str, EmulatedModel] = {
     m.ref: m
     for m in (
@@ -270,6 +327,7 @@ MODELS: dict[str, EmulatedModel] = {
         _MIXTRAL,
         _GPT4O_MINI,
         _CLAUDE,
+        _LLAMA2_70B_CHAT,
     )
 }
 

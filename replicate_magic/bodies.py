@@ -1,0 +1,78 @@
+"""Reading an aiohttp response body within limits. I/O helpers, no IPython.
+
+Two things aiohttp does not do for us: stop reading at a size (it inflates gzip as it is
+read, so the cap must count what ``read()`` returns), and wake a reader whose connection
+was closed under it (closing a session closes its connections, but aiohttp 3.14 then drops
+the body's reader, and its read timeout, without waking it: that read would wait forever).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import aiohttp
+
+from .errors import ResponseError
+
+_READ_CHUNK = 64 * 1024
+
+
+async def read_body(response: aiohttp.ClientResponse, limit: int, *, cut: bool) -> bytes:
+    """At most ``limit`` bytes of the (decompressed) body: past that, cut it or fail.
+
+    What is not read is never inflated, so this bounds a gzip bomb too.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await response.content.read(_READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            if cut:
+                chunks.append(chunk[: len(chunk) - (size - limit)])
+                break
+            raise ResponseError(f"Replicate answered {response.url.path} with more than {_size(limit)}; "
+                                "it was not read further")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# The protocols whose "closed" future we created; each gets one callback that reads it.
+_hooked: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+@contextmanager
+def woken_on_close(response: aiohttp.ClientResponse) -> Iterator[None]:
+    """While inside: if the response's connection closes, its body's reader raises at once."""
+    protocol = response.connection.protocol if response.connection is not None else None
+    closed = protocol.closed if protocol is not None else None
+    if closed is None:  # released, or lost already (and then the reader knows)
+        yield
+        return
+    if protocol not in _hooked:
+        _hooked.add(protocol)
+        closed.add_done_callback(_retrieve)
+
+    def wake(_: object) -> None:
+        if not response.content.is_eof():
+            response.content.set_exception(aiohttp.ClientConnectionError("the connection was closed"))
+
+    closed.add_done_callback(wake)
+    try:
+        yield
+    finally:
+        closed.remove_done_callback(wake)
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    # Nobody else awaits it: read its exception, or asyncio logs it as never retrieved.
+    if not future.cancelled():
+        future.exception()
+
+
+def _size(limit: int) -> str:
+    mib = 1024 * 1024
+    return f"{limit // mib} MiB" if limit >= mib else f"{limit // 1024} KiB"
