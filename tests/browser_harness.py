@@ -44,6 +44,23 @@ _LAB_SETTINGS = {
 _SERVER_CONFIG = "c.LabApp.news_url = None\nc.LabApp.check_for_updates_class = 'jupyterlab.NeverCheckForUpdate'\n"
 
 
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def skip_without_a_browser(*packages: str) -> None:
+    """At a browser test module's top: skip it, saying why, when Chromium or a package is
+    missing; in CI (CI=true) never skip: a missing browser must fail there, not hide."""
+    import pytest
+
+    if IN_CI:
+        return
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); browser tests need Debian's Chromium",
+                    allow_module_level=True)
+    for package in ("playwright.sync_api", "jupyterlab", *packages):
+        pytest.importorskip(package, reason=f"browser tests need {package.split('.')[0]} (the test extra)")
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

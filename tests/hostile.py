@@ -10,7 +10,6 @@ would send to another host without that host existing.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import zlib
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+
+from .server_thread import ServerThread
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -36,7 +37,7 @@ class Seen:
     proxied: bool  # sent to us as to a proxy (an absolute-form target)
 
 
-class Hostile:
+class Hostile(ServerThread):
     """Routes: ``schema``, ``create``, ``get``, ``cancel``, ``stream``; each ``async (server, request)``."""
 
     def __init__(self, **routes: Handler) -> None:
@@ -81,24 +82,9 @@ class Hostile:
     # -- running -------------------------------------------------------------------------------
 
     def __enter__(self) -> Self:
-        self._loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
-        self._thread.start()
-        ready.wait(5)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    def _run(self, ready: threading.Event) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._serve(ready))
-        self._loop.close()
+        return super().__enter__()  # type: ignore[no-any-return]
 
     async def _serve(self, ready: threading.Event) -> None:
-        self._stop = asyncio.Event()
         app = web.Application(middlewares=[self._record])
         router = app.router
         router.add_get("/v1/models/{owner}/{name}", self._route("schema"))

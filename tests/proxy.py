@@ -7,36 +7,20 @@ import threading
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from .server_thread import ServerThread
+
 
 @dataclass
-class ForwardProxy:
+class ForwardProxy(ServerThread):
     seen: list[str] = field(default_factory=list)  # "METHOD absolute-url" per request
     port: int = 0
-
-    def __enter__(self) -> "ForwardProxy":
-        self._loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
-        self._thread.start()
-        ready.wait(5)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(5)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def _run(self, ready: threading.Event) -> None:
-        self._handlers: set[asyncio.Task[None]] = set()
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._serve(ready))
-        self._loop.close()
-
     async def _serve(self, ready: threading.Event) -> None:
-        self._stop = asyncio.Event()
+        self._handlers: set[asyncio.Task[None]] = set()
         server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.port = server.sockets[0].getsockname()[1]
         ready.set()

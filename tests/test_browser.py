@@ -11,7 +11,6 @@ Elsewhere they skip, saying why, when /usr/bin/chromium is missing.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,17 +27,12 @@ from .browser_harness import (
     Notebook,
     launch_chromium,
     serve_notebook,
+    skip_without_a_browser,
     wait_for,
 )
 from .conftest import TOKEN
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
-if not IN_CI:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); browser tests need Debian's Chromium",
-                    allow_module_level=True)
-    pytest.importorskip("playwright.sync_api", reason="browser tests need playwright (the test extra)")
-    pytest.importorskip("jupyterlab", reason="browser tests need jupyterlab (the test extra)")
+skip_without_a_browser()
 
 from playwright.sync_api import sync_playwright
 

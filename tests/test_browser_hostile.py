@@ -19,7 +19,6 @@ In CI (CI=true) these tests always run; elsewhere they skip without /usr/bin/chr
 from __future__ import annotations
 
 import http.server
-import os
 import re
 import threading
 import time
@@ -38,18 +37,12 @@ from .browser_harness import (
     Notebook,
     launch_chromium,
     serve_notebook,
+    skip_without_a_browser,
     wait_for,
 )
 from .conftest import TOKEN
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
-if not IN_CI:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); browser tests need Debian's Chromium",
-                    allow_module_level=True)
-    pytest.importorskip("playwright.sync_api", reason="browser tests need playwright (the test extra)")
-    pytest.importorskip("jupyterlab", reason="browser tests need jupyterlab (the test extra)")
-    pytest.importorskip("notebook", reason="browser tests need notebook 7 (the test extra)")
+skip_without_a_browser("notebook")
 
 from playwright.sync_api import sync_playwright
 

@@ -7,6 +7,8 @@ on purpose. Every import is checked, also those inside functions (the lazy ones)
 from __future__ import annotations
 
 import ast
+import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -108,3 +110,32 @@ def test_the_check_sees_upward_and_forbidden_imports_even_inside_functions() -> 
     assert problems("chat", "import IPython.display") == ["line 1: IPython.display, in the io layer"]
     assert problems("sse", "from aiohttp import web") == ["line 1: aiohttp, in the pure layer"]
     assert problems("magics", "from .render import markdown_html\nimport IPython") == []
+
+
+
+def _declared(extra: str | None = None) -> set[str]:
+    """Distribution names pyproject.toml declares (its dependencies, or one extra's), normalised."""
+    text = (PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8")
+    section = "dependencies = [" if extra is None else f"{extra} = ["
+    body = text[text.index(section) + len(section):].split("]", 1)[0]
+    names = re.findall(r'"([A-Za-z0-9_.-]+)', body)
+    return {name.lower().replace("_", "-") for name in names}
+
+
+@pytest.mark.parametrize("module, extra", [(m, "demo" if m == "demo" else None) for m in modules()]
+                         + [(f"emulator/{p.stem}", None) for p in sorted((PACKAGE / "emulator").glob("*.py"))])
+def test_every_package_the_code_imports_is_declared(module: str, extra: str | None) -> None:
+    """An import that only a test extra happens to install would break a user's install."""
+    from importlib.metadata import packages_distributions
+
+    distributions = packages_distributions()
+    declared = _declared() | (_declared(extra) if extra else set())
+    missing = []
+    for target, line in imports((PACKAGE / f"{module}.py").read_text(encoding="utf-8")):
+        top = target.split(".")[0]
+        if target.startswith(".") or top in sys.stdlib_module_names or top in ("replicate_magic", "__future__"):
+            continue
+        names = {d.lower().replace("_", "-") for d in distributions.get(top, [top])}
+        if not names & declared:
+            missing.append(f"line {line}: {target} (from {', '.join(sorted(names))})")
+    assert missing == []
