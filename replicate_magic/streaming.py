@@ -20,6 +20,7 @@ from typing import Any
 from .answers import server_text
 from .cancels import CancelOutcome
 from .client import ReplicateClient, StreamLost
+from .environment import DEFAULT_BASE_URL
 from .errors import ModelError, ReplicateMagicError, ResponseError, StreamError
 from .inputs import Settings, build_input, fit_to_schema, parse_model
 from .sse import ServerSentEvent
@@ -58,14 +59,20 @@ class PredictionStream:
     async def tokens(self) -> AsyncGenerator[str, None]:
         try:
             ref = parse_model(self.model)
-            properties = await self.client.input_properties(ref)
+            try:
+                properties = await self.client.input_properties(ref)
+            except ResponseError as error:
+                raise self._unknown_model(ref, error) from None
             inputs, self.ignored = build_input(self.messages, self.settings, properties)
             if self.ignored:
                 log.info("%s does not take %s; not sent", ref, ", ".join(self.ignored))
             if properties is not None:  # checked against the model's declared bounds before sending
                 inputs, self.adjusted = fit_to_schema(inputs, properties)
             # Stopped while this is under way, the client cancels what it makes (in the background).
-            self.prediction = await self.client.create_prediction(ref, inputs)
+            try:
+                self.prediction = await self.client.create_prediction(ref, inputs)
+            except ResponseError as error:
+                raise self._unknown_model(ref, error) from None
             try:
                 async with aclosing(self._text()) as tokens:
                     async for token in tokens:
@@ -77,6 +84,17 @@ class PredictionStream:
             # One boundary for every message built from server text: a model's error, a
             # prediction's error, an echoed request. None may show the token.
             raise self.client.redact(error) from None
+
+    def _unknown_model(self, ref: object, error: ResponseError) -> ResponseError:
+        """A 404 for the model itself says which model; Replicate's own body is generic."""
+        if error.status != 404:
+            return error
+        where = "" if self.client.base_url == DEFAULT_BASE_URL else (
+            f" at {self.client.base_url} (REPLICATE_BASE_URL; is that the API you meant?)")
+        return ResponseError(
+            f"Replicate has no model {ref}{where}: HTTP 404. Next: check the model name "
+            "(owner/name or owner/name:version; %replicate models lists some).",
+            status=404, title=error.title, detail=error.detail)
 
     @property
     def text(self) -> str:

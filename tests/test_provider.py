@@ -222,6 +222,15 @@ async def test_unknown_model_is_a_404_in_one_line(env_emu):
         await collect(model="nobody/nothing")
     assert caught.value.status == 404 and "\n" not in str(caught.value)
     assert "check the model name" in str(caught.value)
+    # Replicate's 404 body names nothing: the message names the model, and the base URL that
+    # REPLICATE_BASE_URL points at (a mistyped gateway gives the same 404).
+    assert str(caught.value).startswith(f"Replicate has no model nobody/nothing at {env_emu.base_url} "
+                                        "(REPLICATE_BASE_URL; is that the API you meant?): HTTP 404.")
+
+
+async def test_an_unknown_version_names_the_model_and_version(env_emu):
+    with pytest.raises(ResponseError, match=f"Replicate has no model {LLAMA}:{'0' * 64} at "):
+        await collect(model=f"{LLAMA}:{'0' * 64}")
 
 
 async def test_a_setting_outside_the_schemas_range_is_refused_before_any_create(env_emu):

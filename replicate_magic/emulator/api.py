@@ -14,7 +14,7 @@ from .limits import MAX_BODY
 from .models import MODELS, EmulatedModel, find_model, find_version
 from .prediction import Prediction, generate, new_prediction_id
 from .problems import (
-    billing_required, invalid_version, not_found, problem, throttled, validation_failed,
+    billing_required, invalid_version, model_not_found, not_found, problem, throttled, validation_failed,
 )
 from .responder import count_input_tokens, respond, tokenize
 from .state import STATE_KEY, EmulatorState, recording_middleware
@@ -76,8 +76,7 @@ async def _read_json(request: web.Request) -> tuple[Any, web.Response | None]:
 async def create_for_model(request: web.Request) -> web.Response:
     model = find_model(request.match_info["owner"], request.match_info["name"])
     if model is None:
-        ref = f"{request.match_info['owner']}/{request.match_info['name']}"
-        return not_found(f"Model {ref} does not exist")
+        return model_not_found()
     return await _create(request, model)
 
 
@@ -205,7 +204,7 @@ def _model(request: web.Request) -> EmulatedModel | None:
 
 
 def _model_missing(request: web.Request) -> web.Response:
-    return not_found(f"Model {request.match_info['owner']}/{request.match_info['name']} does not exist")
+    return model_not_found()
 
 
 async def get_model(request: web.Request) -> web.Response:

@@ -54,6 +54,12 @@ def not_found(detail: str = "The requested resource could not be found.") -> web
     return problem(404, detail, "Not found")
 
 
+def model_not_found() -> web.Response:
+    """What Replicate answers for a model it does not have: a generic body naming nothing
+    (a friendlier one here once hid a client that never said which model was meant)."""
+    return web.json_response({"detail": "Not found.", "status": 404}, status=404)
+
+
 def foreign_host(expected: str | None) -> web.Response:
     where = f"Host: {expected}" if expected else "a Host header naming this server's address"
     return problem(403, "This emulator answers only requests addressed to itself: send "
