@@ -242,6 +242,27 @@ class Notebook:
         return path
 
 
+def squash(text: str) -> str:
+    """Text with its whitespace runs as single spaces: what a reader compares."""
+    return " ".join(text.split())
+
+
+class PanelOnPage:
+    """The chat panel as a user finds it on ``self.page``, by its stable CSS hooks."""
+
+    page: Any
+
+    @property
+    def panel(self) -> Any:
+        return self.page.locator(".replicate-chat-panel").first
+
+    def conversation(self) -> str:
+        return squash(self.panel.locator(".replicate-chat-conversation").inner_text())
+
+    def status(self) -> str:
+        return squash(self.panel.locator(".replicate-chat-status").inner_text())
+
+
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
     """Poll ``condition`` until it is truthy; its value. Raises naming ``what`` it waited for."""
     deadline = time.monotonic() + timeout

@@ -25,9 +25,11 @@ from .browser_harness import (
     CHROMIUM,
     JupyterServer,
     Notebook,
+    PanelOnPage,
     launch_chromium,
     serve_notebook,
     skip_without_a_browser,
+    squash,
     wait_for,
 )
 from .conftest import TOKEN
@@ -51,11 +53,7 @@ def words(prefix: str, count: int = 30) -> list[str]:
     return [f" {prefix}{n}" for n in range(count)]
 
 
-def squash(text: str) -> str:
-    return " ".join(text.split())
-
-
-class ChatNotebook:
+class ChatNotebook(PanelOnPage):
     """The module's notebook: runs each cell at most once, and remembers its predictions."""
 
     def __init__(self, notebook: Notebook, emu: Emulator, path: Path) -> None:
@@ -85,17 +83,7 @@ class ChatNotebook:
         (prediction_id,) = self.predictions[index]
         return "".join(self.emu.predictions[prediction_id].output)
 
-    # -- the panel, as a user finds it on the page --------------------------------------------
-
-    @property
-    def panel(self) -> Any:
-        return self.page.locator(".replicate-chat-panel").first
-
-    def conversation(self) -> str:
-        return squash(self.panel.locator(".replicate-chat-conversation").inner_text())
-
-    def status(self) -> str:
-        return self.panel.locator(".replicate-chat-status").inner_text()
+    # -- the panel, as a user finds it on the page (PanelOnPage has its text) ----------------
 
     def button(self, name: str) -> Any:
         return self.panel.get_by_role("button", name=name, exact=True)

@@ -35,9 +35,11 @@ from .browser_harness import (
     CHROMIUM,
     SCREENSHOTS,
     Notebook,
+    PanelOnPage,
     launch_chromium,
     serve_notebook,
     skip_without_a_browser,
+    squash,
     wait_for,
 )
 from .conftest import TOKEN
@@ -168,10 +170,6 @@ def while_streaming(done: Any, check: Any, timeout: float, what: str) -> int:
     return runs
 
 
-def squash(text: str) -> str:
-    return " ".join(text.split())
-
-
 def pieces(text: str, sizes: tuple[int, ...] = (1, 4, 2, 7, 3, 11, 5)) -> list[str]:
     """The text cut into tokens of varied sizes, so payloads arrive cut in two (or more)."""
     cut, start, turn = [], 0, 0
@@ -212,7 +210,7 @@ class Exfil:
         self._thread.join(5)
 
 
-class HostileNotebook:
+class HostileNotebook(PanelOnPage):
     """The module's notebook in one frontend: each cell runs at most once, with its faults."""
 
     def __init__(self, frontend: str, notebook: Notebook, emu: Emulator, exfil: Exfil) -> None:
@@ -288,17 +286,7 @@ class HostileNotebook:
         self.page.screenshot(path=str(path), clip=clip)
         return path
 
-    # -- the panel ------------------------------------------------------------------------
-
-    @property
-    def panel(self) -> Any:
-        return self.page.locator(".replicate-chat-panel").first
-
-    def conversation(self) -> str:
-        return squash(self.panel.locator(".replicate-chat-conversation").inner_text())
-
-    def status(self) -> str:
-        return squash(self.panel.locator(".replicate-chat-status").inner_text())
+    # -- the panel: PanelOnPage has its text -------------------------------------------------
 
 
 ALLOWED_CSS = [_code_css(), re.sub(r"</?style>", "", _PANEL_CSS)]
