@@ -67,6 +67,10 @@ class Settings:
     top_k: int | None = None
     stop: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
+    """Model inputs as given for this request (``-i``): sent last, over everything."""
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    """Model inputs from configuration (``default_inputs``): sent first, so any setting of the
+    request itself (``-t 0.9`` over a configured temperature) wins."""
 
 
 def stop_sequences(stop: Any) -> tuple[str, ...]:
@@ -100,7 +104,7 @@ def build_input(
     if properties is None:
         return _fallback_input(plain, rest, system, settings), []
 
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = dict(settings.defaults)
     ignored: list[str] = []
     system_key = next((k for k in SYSTEM_KEYS if k in properties), None)
     if "messages" in properties:
@@ -130,7 +134,7 @@ def _fallback_input(
     plain: list[dict[str, str]], rest: list[dict[str, str]], system: str | None, settings: Settings
 ) -> dict[str, Any]:
     """gpt4free's mapping, minus its bugs: the system prompt is sent once, stop is a list."""
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = dict(settings.defaults)
     if settings.system_prompt is not None:
         result["prompt"] = format_prompt(rest)
         result["system_prompt"] = system

@@ -123,7 +123,8 @@ class ReplicateMagics(Magics):
             model=model,
             settings=Settings(
                 max_tokens=options.max_tokens, temperature=options.temperature, top_p=options.top_p,
-                top_k=options.top_k, stop=options.stop, extra={**self.default_inputs, **options.inputs},
+                top_k=options.top_k, stop=options.stop, extra=options.inputs,
+                defaults=self.default_inputs,
             ),
             system=options.system,
             new=options.new,

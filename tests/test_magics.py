@@ -96,6 +96,18 @@ def test_defaults_come_from_config(ip, env_emu):
     ip.run_line_magic("config", "ReplicateMagics.default_inputs = {}")
 
 
+def test_the_cells_own_settings_beat_the_configured_inputs(ip, env_emu):
+    ip.run_line_magic("config", "ReplicateMagics.default_inputs = {'temperature': 0.1, 'max_tokens': 7, 'seed': 3}")
+    try:
+        ask(ip, "--no-history -t 0.9 --max-tokens 3", "Hi")
+        sent = last_input(env_emu)
+        assert (sent["temperature"], sent["max_tokens"], sent["seed"]) == (0.9, 3, 3)
+        ask(ip, "--no-history -i seed=5", "Hi")
+        assert (last_input(env_emu)["seed"], last_input(env_emu)["temperature"]) == (5, 0.1)
+    finally:
+        ip.run_line_magic("config", "ReplicateMagics.default_inputs = {}")
+
+
 @pytest.mark.parametrize(
     "line, message",
     [("-t hot", "-t/--temperature"), ("--top-p 2", "--top-p"), ("--bogus", "unrecognized"),
