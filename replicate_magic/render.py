@@ -294,18 +294,17 @@ _COLOURS = (
 def _code_css() -> str:
     from pygments.token import STANDARD_TYPES, string_to_tokentype
 
-    groups = [(string_to_tokentype(name), f"{colour}|{extra}") for name, colour, extra in _COLOURS]
-    classes: dict[str, list[str]] = {}
+    groups = [(string_to_tokentype(name), (colour, extra)) for name, colour, extra in _COLOURS]
+    classes: dict[tuple[str, str], list[str]] = {}
     for token_type, css_class in sorted(STANDARD_TYPES.items(), key=lambda item: item[1]):
         # The most specific group that holds this token type gives its colour.
         matches = [group for group in groups if css_class and token_type in group[0]]
         if matches:
             classes.setdefault(max(matches, key=lambda group: len(group[0]))[1], []).append("." + css_class)
     # A background, as in the editor, so two code blocks in a row read as two.
-    rules = [".rm-md pre { background: var(--jp-cell-editor-background, #f7f7f7); padding: 6px 10px; "
-             "border-radius: 4px; }"]
-    for key, selectors in classes.items():
-        colour, extra = key.split("|")
+    rules = [(".rm-md pre { background: var(--jp-cell-editor-background, #f7f7f7); padding: 6px 10px; "
+              "border-radius: 4px; }")]
+    for (colour, extra), selectors in classes.items():
         style = f"color: var(--jp-mirror-editor-{colour}-color)" + (f"; {extra}" if extra else "")
         rules.append(f".rm-md pre.rm-code :is({', '.join(selectors)}) {{ {style} }}")
     return "\n".join(rules)
