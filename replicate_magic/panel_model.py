@@ -52,22 +52,22 @@ class Draft:
     note: str = ""  # "" while streaming, else STOPPED or FAILED
 
 
-# The traits a caller may set (the rest is the panel's state).
-SETTINGS = ("chat", "model_name", "temperature", "max_tokens", "system_prompt", "max_history", "timeout",
-            "connect_timeout")
-
 
 class PanelModel(HasTraits):
-    """One conversation's chat state: settings in, busy/status/draft/turns out."""
+    """One conversation's chat state: settings in, busy/status/draft/turns out.
 
-    chat = Unicode("default", help="The conversation's name, shared with %%replicate -c NAME.")
-    model_name = Unicode(DEFAULT_MODEL, help="owner/name, owner/name:version or an alias.")
-    temperature = Float(0.7, min=0.0, max=2.0)
-    max_tokens = Int(1024, min=1)
-    system_prompt = Unicode("", help="Sent with each turn; becomes the conversation's system prompt.")
-    max_history = Int(20, min=0, help="Earlier turns sent with each request.")
-    timeout = Float(180.0, min=0.001, help="Seconds without a token before a stream is given up.")
-    connect_timeout = Float(10.0, min=0.001, help="Seconds to wait for a connection to Replicate.")
+    The traits tagged ``setting`` are what a caller may set; the rest is the panel's state.
+    """
+
+    chat = Unicode("default", help="The conversation's name, shared with %%replicate -c NAME.").tag(setting=True)
+    model_name = Unicode(DEFAULT_MODEL, help="owner/name, owner/name:version or an alias.").tag(setting=True)
+    temperature = Float(0.7, min=0.0, max=2.0).tag(setting=True)
+    max_tokens = Int(1024, min=1).tag(setting=True)
+    system_prompt = Unicode("", help="Sent with each turn; becomes the conversation's system prompt.").tag(
+        setting=True)
+    max_history = Int(20, min=0, help="Earlier turns sent with each request.").tag(setting=True)
+    timeout = Float(180.0, min=0.001, help="Seconds without a token before a stream is given up.").tag(setting=True)
+    connect_timeout = Float(10.0, min=0.001, help="Seconds to wait for a connection to Replicate.").tag(setting=True)
 
     busy = Bool(False, help="A turn is running (or stopping).")
     status = Unicode("", help="One line of progress, result or error.")
@@ -85,9 +85,10 @@ class PanelModel(HasTraits):
         self._finished.set_result(None)
         self._clear_when_stopped = False
         self._system_seen: str | None = None
-        unknown = sorted(set(kwargs) - set(SETTINGS))
+        settings = self.class_trait_names(setting=True)
+        unknown = sorted(set(kwargs) - set(settings))
         if unknown:  # traitlets would pass them on with only a warning: a typo must not vanish
-            raise TypeError(f"unknown panel setting {', '.join(unknown)}; the settings are: {', '.join(SETTINGS)}")
+            raise TypeError(f"unknown panel setting {', '.join(unknown)}; the settings are: {', '.join(settings)}")
         super().__init__(**kwargs)
         self.refresh()
 
