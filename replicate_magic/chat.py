@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .catalog import DEFAULT_MODEL, resolve_model
 from .client import ReplicateClient, Timeouts
@@ -19,6 +20,7 @@ from .conversation import ConversationStore, Turn, kernel_store
 from .errors import ResponseError
 from .inputs import Settings
 from .streaming import PredictionStream
+
 
 @dataclass(frozen=True)
 class TurnRequest:

@@ -81,7 +81,7 @@ def _execute(client: Any, cell: Any) -> tuple[list[Any], str]:
         if kind == "status" and content["execution_state"] == "idle":
             break
         display_id = content.get("transient", {}).get("display_id") if isinstance(content, dict) else None
-        if kind == "update_display_data":
+        if kind == "update_display_data" and display_id is not None:
             echo.update(display_id, content["data"].get("text/plain", ""))
             if display_id in by_display:
                 by_display[display_id]["data"] = content["data"]

@@ -154,7 +154,7 @@ def _serve(loop: asyncio.AbstractEventLoop, name: str) -> None:
         try:
             loop.run_forever()
             return  # stopped on purpose
-        except BaseException as error:  # noqa: BLE001 - SystemExit or KeyboardInterrupt raised by a task
+        except BaseException as error:
             # Only that task ended (it holds the exception); the loop and the other tasks are fine.
             log.error("a task on %s raised %s; the loop runs on", name, type(error).__name__)
 

@@ -86,14 +86,15 @@ class ReplicateMagics(Magics):
         """
         if cell is None:
             return self._subcommand(line)
-        options = parse_cell_options(self.replicate, line)
+        options = parse_cell_options(type(self).replicate, line)
         if not cell.strip():
             raise UsageError("The cell is empty: write the prompt below the %%replicate line.")
         expansion = Expansion(cell)
         if self.expand_variables and not options.no_expand:
             # The cell as typed: stripping first would turn a leading indented code block into prose.
             # {In[n]} is what the user typed, not IPython's transformed source.
-            namespace = ChainMap({"In": self.shell.history_manager.input_hist_raw}, self.shell.user_ns)
+            shell = self._shell()
+            namespace = ChainMap({"In": shell.history_manager.input_hist_raw}, shell.user_ns)
             expansion = expand(cell, namespace, token=find_token())
         prompt = expansion.text.strip()
         if not prompt:
@@ -170,7 +171,7 @@ class ReplicateMagics(Magics):
             raise
         (result,) = answered
         if options.out:
-            self.shell.user_ns[options.out] = result.text
+            self._shell().user_ns[options.out] = result.text
         notes = [metrics.line()] if metrics is not None else []
         if metrics is not None and result.ignored:
             notes.append(f"not taken by this model: {', '.join(result.ignored)}")
@@ -181,6 +182,12 @@ class ReplicateMagics(Magics):
             notes.append(f"not expanded, since the value holds the API token: {', '.join(expansion.withheld)}")
         if notes:
             show_line(" · ".join(notes), fmt, rich=rich)
+
+    def _shell(self) -> Any:
+        """The shell the magics run in (IPython's own type leaves history_manager optional)."""
+        if self.shell is None:
+            raise UsageError("replicate_magic needs IPython: run %load_ext replicate_magic in a shell")
+        return self.shell
 
     def _rich(self) -> bool:
         """Notebooks (a kernel) get a live Markdown area; terminal IPython gets streamed text."""

@@ -13,11 +13,21 @@ contents as trusted, so HTML a model wrote there would run (a ``<script>``, an
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 from ipywidgets import (
-    HTML, BoundedIntText, HTMLMath, Button, Combobox, FloatSlider, HBox, Layout, Textarea, VBox,
+    HTML,
+    BoundedIntText,
+    Button,
+    Combobox,
+    FloatSlider,
+    HBox,
+    HTMLMath,
+    Layout,
+    Textarea,
+    VBox,
 )
 from traitlets import link
 
@@ -34,7 +44,7 @@ _NOTES = {
 }
 
 
-class ChatPanel(VBox):  # type: ignore[misc]  # ipywidgets ships no type hints
+class ChatPanel(VBox):  # ipywidgets ships no type hints: VBox is Any to mypy
     """A chat with a model hosted on Replicate, in one conversation shared with the magic.
 
     ``settings`` are ``PanelModel`` traits: ``model_name``, ``temperature``, ``max_tokens``,

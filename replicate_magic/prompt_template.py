@@ -3,13 +3,13 @@
 The rule: outside code, ``{name}`` becomes ``str()`` of that variable, ``{In[n]}`` the text
 of input ``In[n]`` and ``{Out[n]}`` the value ``Out[n]`` (negative ``n`` works where Python
 allows it), and a placeholder written with doubled braces (``{{name}}``, ``{{In[2]}}``)
-becomes itself with single braces, unexpanded. Code, as CommonMark defines it, is never changed: fenced blocks (``` or ~~~, also in list items and quotes, an unclosed fence
-running to the end of its container) with their info string, indented blocks and inline
-code spans keep every brace as typed. A placeholder also stays as typed when the name is
-not defined, the entry does not exist or ``str()`` fails, and it is withheld (kept as typed
-and reported) when its value equals or contains the API token. Any other brace (JSON and
-LaTeX, doubled or not, ``{ x }``, ``{a.b}``) stays as typed, and a value is never expanded
-again.
+becomes itself with single braces, unexpanded. Code, as CommonMark defines it, is never
+changed: fenced blocks (``` or ~~~, also in list items and quotes, an unclosed fence running
+to the end of its container) with their info string, indented blocks and inline code spans
+keep every brace as typed. A placeholder also stays as typed when the name is not defined,
+the entry does not exist or ``str()`` fails, and it is withheld (kept as typed and reported)
+when its value equals or contains the API token. Any other brace (JSON and LaTeX, doubled or
+not, ``{ x }``, ``{a.b}``) stays as typed, and a value is never expanded again.
 
 How code is found: a CommonMark parser (markdown-it-py) decides, never a regex. Every
 candidate of our own syntax is found by ``_CANDIDATE``; a marker (a private-use character
@@ -99,7 +99,7 @@ def expand(text: str, namespace: Mapping[str, Any], *, token: str | None = None)
             try:  # a broken __str__ (or a str subclass with a broken `in`) must not fail the cell
                 shown = str(value)
                 leaks = token in shown if token else False
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pieces.append(written)
                 continue
             if leaks:
@@ -117,7 +117,7 @@ def _lookup(match: re.Match[str], namespace: Mapping[str, Any]) -> Any:
     if match["name"] is not None:
         try:
             return namespace.get(match["name"], _MISSING)
-        except Exception:  # noqa: BLE001 (an odd Mapping)
+        except Exception:
             return _MISSING
     if match["history"] is None:  # an escaped placeholder, "{{name}}"
         return ""
@@ -125,7 +125,7 @@ def _lookup(match: re.Match[str], namespace: Mapping[str, Any]) -> Any:
     try:
         history = namespace.get(match["history"])
         return history[int(match["index"])]  # type: ignore[index]
-    except Exception:  # noqa: BLE001 (out of range, no such prompt number, a user's own In/Out)
+    except Exception:
         return _MISSING
 
 

@@ -6,7 +6,8 @@ string, a list of parts (``{"type": "text", "text": ...}``; images are dropped) 
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 Message = Mapping[str, Any]
 SYSTEM_ROLES = ("system", "developer")

@@ -10,9 +10,10 @@ and a consumer that stops early cancels the prediction on Replicate.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Generator, Mapping
 from contextlib import aclosing
 from types import MappingProxyType
-from typing import Any, AsyncIterator, Generator, Mapping
+from typing import Any, ClassVar
 
 from .catalog import DEFAULT_MODEL, KNOWN_MODELS, MODEL_ALIASES
 from .client import ReplicateClient, Timeouts
@@ -36,7 +37,7 @@ class AsyncTextStream:
     def __init__(self, tokens: AsyncIterator[str]) -> None:
         self._tokens = tokens
 
-    def __aiter__(self) -> "AsyncTextStream":
+    def __aiter__(self) -> AsyncTextStream:
         return self
 
     async def __anext__(self) -> str:
@@ -46,16 +47,16 @@ class AsyncTextStream:
         """Stop early: the prediction is cancelled on Replicate before this returns."""
         await self._tokens.aclose()  # type: ignore[attr-defined]
 
-    async def __aenter__(self) -> "AsyncTextStream":
+    async def __aenter__(self) -> AsyncTextStream:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    def __await__(self) -> Generator[Any, None, "AsyncTextStream"]:
+    def __await__(self) -> Generator[Any, None, AsyncTextStream]:
         return self._itself().__await__()
 
-    async def _itself(self) -> "AsyncTextStream":
+    async def _itself(self) -> AsyncTextStream:
         return self
 
 
@@ -70,8 +71,8 @@ class Replicate:
     supports_system_message = True
     supports_message_history = True
     default_model = DEFAULT_MODEL
-    models = list(KNOWN_MODELS)
-    model_aliases = dict(MODEL_ALIASES)
+    models: ClassVar[list[str]] = list(KNOWN_MODELS)
+    model_aliases: ClassVar[dict[str, str]] = dict(MODEL_ALIASES)
 
     @classmethod
     def get_model(cls, model: str | None) -> str:
@@ -116,16 +117,16 @@ class Replicate:
             stop=stop_sequences(stop),
             extra={**extra_data, **kwargs.get("extra_body", {})},
         )
-        options = {
-            "model": cls.get_model(model),
-            "messages": list(messages),
-            "api_key": api_key,
-            "proxy": proxy,
-            "base_url": kwargs.get("base_url") or base_url(),
-            "timeouts": Timeouts(connect=float(kwargs.get("connect_timeout", 10)), idle=float(timeout)),
-            "headers": dict(headers),
-        }
-        return AsyncTextStream(cls._generate(settings, **options))
+        return AsyncTextStream(cls._generate(
+            settings,
+            model=cls.get_model(model),
+            messages=list(messages),
+            api_key=api_key,
+            proxy=proxy,
+            base_url=kwargs.get("base_url") or base_url(),
+            timeouts=Timeouts(connect=float(kwargs.get("connect_timeout", 10)), idle=float(timeout)),
+            headers=dict(headers),
+        ))
 
     @classmethod
     async def _generate(

@@ -82,11 +82,11 @@ class StreamingMarkdown:
 
     A top-level block followed by another one whose first two lines are complete is final:
     appending text only changes the last line, and the kind of a complete line (list item,
-    heading, fence...) depends on at most the line after it (a table's delimiter row). Link reference definitions are the exception (a
-    later ``[x]: url`` changes an earlier ``[x]``), so a text that has one is rendered
-    whole. The code block still being written is not highlighted until the next block
-    starts. Any text that does not extend the previous one starts afresh. Each result
-    equals ``markdown_html(text, live=True)``; only the cost differs.
+    heading, fence...) depends on at most the line after it (a table's delimiter row). Link
+    reference definitions are the exception (a later ``[x]: url`` changes an earlier
+    ``[x]``), so a text that has one is rendered whole. The code block still being written is
+    not highlighted until the next block starts. Any text that does not extend the previous
+    one starts afresh. Each result equals ``markdown_html(text, live=True)``; only the cost differs.
     """
 
     def __init__(self) -> None:

@@ -165,7 +165,8 @@ class PredictionStream:
             if reason:
                 # The stream says why it ended early; the prediction says the rest.
                 raise_for_final_status(await self.final_prediction(), self.client.redact_text)
-                said = server_text(reason, self.client.redact_text, 80) if isinstance(reason, str) else "no reason given"
+                said = (server_text(reason, self.client.redact_text, 80) if isinstance(reason, str)
+                        else "no reason given")
                 raise ResponseError(f"The stream ended early ({said})", prediction_id=self.prediction_id)
         # Unknown events are ignored, as the SSE spec says.
 
