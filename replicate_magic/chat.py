@@ -14,26 +14,14 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
-from .catalog import DEFAULT_MODEL, resolve_model
-from .client import ReplicateClient, Timeouts
+from .catalog import resolve_model
+from .client import ReplicateClient
 from .conversation import ConversationStore, Turn, kernel_store
 from .errors import ResponseError
-from .inputs import Settings
+from .request import TurnRequest
 from .streaming import PredictionStream
 
-
-@dataclass(frozen=True)
-class TurnRequest:
-    prompt: str
-    chat: str = "default"
-    model: str = DEFAULT_MODEL
-    settings: Settings = field(default_factory=Settings)
-    system: str | None = None  # becomes the conversation's system prompt when the turn succeeds
-    new: bool = False  # start the conversation afresh (when the turn succeeds)
-    use_history: bool = True  # False: send no history and record nothing
-    max_history: int | None = 20
-    cell_id: str | None = None
-    timeouts: Timeouts = field(default_factory=Timeouts)
+__all__ = ["ChatSession", "Metrics", "TurnRequest", "TurnResult"]
 
 
 @dataclass(frozen=True)

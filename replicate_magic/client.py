@@ -46,6 +46,7 @@ from .errors import (
 )
 from .inputs import ModelRef, input_properties
 from .sessions import inflight, new_session, proxy_for, shared_session
+from .settings import Timeouts
 from .sse import EventDecoder, EventTooLarge, ServerSentEvent
 
 USER_AGENT = "replicate-magic/0.1"
@@ -58,23 +59,6 @@ _CANCEL_BUDGET = 5.0  # seconds for all tries
 _CANCEL_TRY = 2.0  # seconds for one try
 # Schemas are fetched once per model and base URL; they change only with a new version.
 _schema_cache: dict[tuple[str, str], dict[str, Any] | None] = {}
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    """A connect limit and an idle (read) limit; never a total limit on a stream.
-
-    A JSON answer has a total limit as well (``request``, else the idle limit): one that
-    trickles in a byte at a time never goes idle, but must still end.
-    """
-
-    connect: float = 10.0
-    idle: float = 180.0
-    request: float | None = None
-
-    @property
-    def total(self) -> float:
-        return self.request if self.request is not None else self.idle
 
 
 class StreamLost(Exception):

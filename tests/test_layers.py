@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "replicate_magic"
 
 # No I/O, no IPython, no aiohttp: text in, values out.
 PURE = {"sse", "prompts", "inputs", "errors", "conversation", "options", "prompt_template", "catalog",
-        "render", "terminal", "textparts", "environment", "answers"}
+        "render", "terminal", "textparts", "environment", "answers", "settings", "request"}
 # The network and the private loop; no IPython.
 IO = {"sessions", "client", "streaming", "provider", "chat", "loop", "cancels", "bodies"}
 # IPython and widgets on top.
