@@ -43,9 +43,17 @@ def history(name: str = "default") -> list[dict[str, str]]:
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext replicate_magic``: registers the magic; imports nothing heavy."""
+    from IPython.core.error import UsageError
+    from traitlets import TraitError
+
     from .magics import ReplicateMagics
 
-    ipython.register_magics(ReplicateMagics)
+    try:
+        ipython.register_magics(ReplicateMagics)
+    except TraitError as error:  # a bad value in ipython_config.py or an earlier %config
+        # Magics.__init__ listed the half-built instance for later %config changes: unlist it.
+        ipython.configurables[:] = [c for c in ipython.configurables if not isinstance(c, ReplicateMagics)]
+        raise UsageError(f"ReplicateMagics.{error}; fix it in the config and load again") from None
 
 
 def unload_ipython_extension(ipython: Any) -> None:
@@ -54,6 +62,8 @@ def unload_ipython_extension(ipython: Any) -> None:
     magics = manager.registry.pop("ReplicateMagics", None)
     if magics is not None:
         ipython.events.unregister("pre_run_cell", magics._remember_cell_id)
+        if magics in ipython.configurables:  # else a later %config reaches the unloaded instance
+            ipython.configurables.remove(magics)
     for kind in ("line", "cell"):
         if getattr(manager.magics[kind].get("replicate"), "__self__", None) is magics:
             del manager.magics[kind]["replicate"]

@@ -9,39 +9,53 @@ emulator instead of Replicate.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import shlex
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 
-from .options import CellOptions, parse_cell_options, replicate_arguments
+from .options import CellOptions, flag_parser, options_from
+from .terminal import TerminalSanitizer, clean
 
 if TYPE_CHECKING:
     from .cancels import StopReport
-from .terminal import TerminalSanitizer, clean
+
+PROG = "python -m replicate_magic"
+# The one-turn options; chat, history, output and expansion flags belong to the notebook.
+CLI_OPTIONS = ("model", "temperature", "top_p", "top_k", "max_tokens", "stop", "system", "inputs", "timeout")
 
 
-@replicate_arguments
-def replicate(line: str, cell: str | None = None) -> None:
-    """Stream a reply from a model hosted on Replicate to the terminal."""
+def parser() -> argparse.ArgumentParser:
+    """The CLI's own parser, built from the same declarations as the magic's flags."""
+    built = flag_parser(PROG, only=CLI_OPTIONS, description="Stream a reply from a model hosted on "
+                        "Replicate to the terminal.")
+    built.add_argument("--emulator", action="store_true",
+                       help="answer from the bundled offline emulator instead of Replicate")
+    built.add_argument("prompt", nargs="*", metavar="PROMPT",
+                       help="the prompt; '-' or none reads it from standard input; -- ends the options")
+    return built
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] in (["-h"], ["--help"]):
-        print(replicate.parser.format_help().replace("%replicate", "python -m replicate_magic"))  # type: ignore[attr-defined]
-        print("  PROMPT                the prompt; '-' or none reads standard input")
+    command = parser()
+    # After "--" every word is prompt. Split here: parse_intermixed_args mishandles a leading "--".
+    cut = args.index("--") if "--" in args else len(args)
+    flags, literal = args[:cut], args[cut + 1:]
+    if "-h" in flags or "--help" in flags:
+        print(command.format_help())
         return 0
-    use_emulator = "--emulator" in args
-    args = [a for a in args if a != "--emulator"]
     try:
-        options, prompt = _split(args)
+        # Intermixed: options may come after prompt words ("Hello --max-tokens 5 there").
+        namespace = command.parse_intermixed_args(flags)
+        options = options_from(namespace)
     except UsageError as error:
-        print(f"usage error: {error}", file=sys.stderr)
+        print(f"usage error: {error} (see {PROG} --help)", file=sys.stderr)
         return 2
+    prompt = _prompt(namespace.prompt + literal)
     if not prompt.strip():
         print("usage error: no prompt: pass it as an argument or on standard input", file=sys.stderr)
         return 2
@@ -50,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     stops = StopReport()  # what an interrupt's cancel did, to say it as it is
     try:
-        if use_emulator:
+        if namespace.emulator:
             from .emulator import Emulator
 
             with Emulator(tokens_per_second=40) as emulator:
@@ -65,44 +79,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _split(args: list[str]) -> tuple[CellOptions, str]:
-    """Options as the magic reads them; the words left over are the prompt."""
-    _, words = replicate.parser.parse_known_args(args)  # type: ignore[attr-defined]
-    options_only = [a for a in args if a not in words or a.startswith("-")]
-    unknown = [w for w in words if w.startswith("-") and w != "-"]
-    if unknown:
-        raise UsageError(f"unrecognized arguments: {' '.join(unknown)}")
-    options = parse_cell_options(replicate, shlex.join(options_only))
-    prompt = " ".join(w for w in words if w != "-")
-    if not prompt or words == ["-"]:
-        prompt = sys.stdin.read() if not sys.stdin.isatty() else prompt
-    return options, prompt
+def _prompt(words: list[str]) -> str:
+    """The words, joined; ``-`` alone or no words at all read standard input."""
+    if words in ([], ["-"]):
+        return "" if sys.stdin.isatty() else sys.stdin.read()
+    return " ".join(words)
 
 
 async def _ask(options: CellOptions, prompt: str, stops: StopReport, base: str | None = None,
                token: str | None = None) -> int:
     import os
+    from dataclasses import replace
 
-    from .catalog import DEFAULT_MODEL
-    from .chat import ChatSession, TurnRequest
-    from .client import Timeouts
+    from .chat import ChatSession
     from .conversation import ConversationStore
-    from .inputs import Settings
+    from .request import Configured, build_request
 
     if base is not None:  # the emulator, for this process only: never a real token, never a proxy
         os.environ["REPLICATE_BASE_URL"] = base
         os.environ["REPLICATE_API_TOKEN"] = token or "emulator"
         for name in [n for n in os.environ if n.lower() in _PROXY_VARIABLES]:
             del os.environ[name]
-    request = TurnRequest(
-        prompt=prompt.strip(),
-        model=options.model or DEFAULT_MODEL,
-        settings=Settings(max_tokens=options.max_tokens, temperature=options.temperature, top_p=options.top_p,
-                          top_k=options.top_k, stop=options.stop, extra=dict(options.inputs)),
-        system=options.system,
-        use_history=False,
-        timeouts=Timeouts(idle=options.timeout or 180.0),
-    )
+    # One turn, no history: nothing outlives the process.
+    request = build_request(prompt.strip(), replace(options, no_history=True), Configured())
 
     sanitizer = TerminalSanitizer()  # one per reply: a sequence may be split across tokens
 

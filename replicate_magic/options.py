@@ -1,34 +1,39 @@
 """The ``%%replicate`` options, declared once: each ``CellOptions`` field carries its flag.
 
 ``replicate_arguments`` turns the fields into IPython ``magic_arguments`` (so ``%%replicate?``
-shows generated help) and ``parse_cell_options`` turns a magic line into a validated, frozen
-``CellOptions``. User mistakes raise a one-line ``UsageError`` that names the option.
-To add an option, add a field here; nothing else needs to change.
+shows generated help), ``parse_cell_options`` turns a magic line into a validated, frozen
+``CellOptions``, and ``flag_parser`` builds the CLI's parser from the same fields. User
+mistakes raise a one-line ``UsageError`` that names the option. A generation setting's
+bounds and help are declared in ``settings.py``; a new one touches its field here, its
+declaration there, and its mapping onto model inputs (``inputs.py``, ``request.py``).
 """
 
 from __future__ import annotations
 
+import argparse
 import builtins
 import json
 import keyword
 import math
 import re
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import Field, dataclass, field, fields
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from .conversation import CHAT_NAME, CHAT_NAME_RULE
+from .settings import SETTINGS, Setting
 
-__all__ = ["CellOptions", "parse_cell_options", "replicate_arguments"]
+__all__ = ["CellOptions", "flag_parser", "options_from", "parse_cell_options", "replicate_arguments"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-FORMATS = ("markdown", "text")
+FORMATS = SETTINGS["output_format"].choices
+_METAVARS = {float: "FLOAT", int: "INT", str: "TEXT"}
 _FLAG = "flag"  # the metadata key of a field's _Flag
 _INPUT_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MODEL_NAME = re.compile(r"\S+")  # names and aliases vary; only blank ones are surely wrong
@@ -48,8 +53,15 @@ def _same(value: Any) -> Any:
     return value
 
 
-def _option(*names: str, rule: Callable[[Any], Any] = _same, **kwargs: Any) -> Any:
-    """A dataclass field that also declares its flag; ``default``/``hash`` go to ``field``."""
+def _option(*names: str, rule: Callable[[Any], Any] = _same, setting: Setting | None = None,
+            **kwargs: Any) -> Any:
+    """A dataclass field that also declares its flag; ``default``/``hash`` go to ``field``.
+
+    With a ``setting``, its type, help and rule (its bounds) are the declared ones.
+    """
+    if setting is not None:
+        kwargs = {"type": setting.type, "metavar": _METAVARS[setting.type], "help": setting.help, **kwargs}
+        rule = setting.check
     field_kwargs = {k: kwargs.pop(k) for k in ("default", "default_factory", "hash") if k in kwargs}
     if "default_factory" not in field_kwargs:
         field_kwargs.setdefault("default", None)
@@ -57,16 +69,6 @@ def _option(*names: str, rule: Callable[[Any], Any] = _same, **kwargs: Any) -> A
 
 
 # -- rules: each returns the value to store or raises ValueError(reason) ----------------------
-
-
-def _number(allowed: str, ok: Callable[[float], bool]) -> Callable[[Any], Any]:
-    def rule(value: float) -> float:
-        # nan/inf pass argparse's float() but are never a sensible setting.
-        if not (math.isfinite(value) and ok(value)):
-            raise ValueError(f"invalid value {value!r} (allowed: {allowed})")
-        return value
-
-    return rule
 
 
 def _matching(pattern: re.Pattern[str], allowed: str) -> Callable[[Any], Any]:
@@ -117,6 +119,14 @@ def _json_or_text(text: str) -> Any:
         return text
 
 
+# Inputs the request builds itself, and from what.
+_BUILT_INPUTS = {
+    "prompt": "the prompt you write (and the conversation)",
+    "messages": "the prompt you write and the conversation",
+    "system_prompt": "-s/--system",
+}
+
+
 def _input_pairs(pairs: list[str]) -> Mapping[str, Any]:
     inputs: dict[str, Any] = {}
     for pair in pairs:
@@ -124,6 +134,8 @@ def _input_pairs(pairs: list[str]) -> Mapping[str, Any]:
         if not sep or not _INPUT_KEY.fullmatch(key):
             allowed = "KEY=VALUE with a name as KEY, e.g. -i seed=3"
             raise ValueError(f"invalid pair {pair!r} (allowed: {allowed})")
+        if key in _BUILT_INPUTS:  # sent in their place, they would part what is sent from the history
+            raise ValueError(f"{key} is built from {_BUILT_INPUTS[key]}; set it there, not with -i")
         inputs[key] = _json_or_text(value)  # a repeated key: the last one wins
     return MappingProxyType(inputs)
 
@@ -136,37 +148,18 @@ class CellOptions:
     """What one ``%%replicate`` line asked for. ``None`` means "not given": use the config."""
 
     model: str | None = _option(
-        "-m", "--model", metavar="MODEL",
+        "-m", "--model", metavar="MODEL", help=SETTINGS["model"].help,
         rule=_matching(_MODEL_NAME, "a model name such as owner/name or owner/name:version"),
-        help="model to run: owner/name or owner/name:version",
     )
-    temperature: float | None = _option(
-        "-t", "--temperature", type=float, metavar="FLOAT",
-        rule=_number("a number >= 0", lambda x: x >= 0),
-        help="sampling temperature; 0 is the most predictable",
-    )
-    top_p: float | None = _option(
-        "--top-p", type=float, metavar="FLOAT",
-        rule=_number("a number > 0 and <= 1", lambda x: 0 < x <= 1),
-        help="nucleus sampling: keep the tokens within this probability mass",
-    )
-    top_k: int | None = _option(
-        "--top-k", type=int, metavar="INT",
-        rule=_number("a whole number >= 1", lambda x: x >= 1),
-        help="sample only from the K most likely tokens",
-    )
-    max_tokens: int | None = _option(
-        "--max-tokens", type=int, metavar="INT",
-        rule=_number("a whole number >= 1", lambda x: x >= 1),
-        help="the longest reply, in tokens",
-    )
+    temperature: float | None = _option("-t", "--temperature", setting=SETTINGS["temperature"])
+    top_p: float | None = _option("--top-p", setting=SETTINGS["top_p"])
+    top_k: int | None = _option("--top-k", setting=SETTINGS["top_k"])
+    max_tokens: int | None = _option("--max-tokens", setting=SETTINGS["max_tokens"])
     stop: tuple[str, ...] = _option(
         "--stop", action="append", metavar="TEXT", rule=_stop_list, default=(),
         help="stop the reply at this text; repeat for several",
     )
-    system: str | None = _option(
-        "-s", "--system", metavar="TEXT", help="system prompt for this conversation"
-    )
+    system: str | None = _option("-s", "--system", metavar="TEXT", help=SETTINGS["system"].help)
     inputs: Mapping[str, Any] = _option(
         "-i", "--input", action="append", metavar="KEY=VALUE", rule=_input_pairs,
         default_factory=lambda: MappingProxyType({}), hash=False,  # a mappingproxy is unhashable
@@ -198,11 +191,7 @@ class CellOptions:
         "-f", "--format", choices=FORMATS, metavar="markdown|text",
         help="show the reply as Markdown or plain text",
     )
-    timeout: float | None = _option(
-        "--timeout", type=float, metavar="SECONDS",
-        rule=_number("a number of seconds > 0", lambda x: x > 0),
-        help="give up when no token arrives for this long",
-    )
+    timeout: float | None = _option("--timeout", setting=SETTINGS["timeout"], metavar="SECONDS")
 
 
 def _flags() -> list[tuple[Field[Any], _Flag]]:
@@ -210,24 +199,40 @@ def _flags() -> list[tuple[Field[Any], _Flag]]:
 
 
 def replicate_arguments(func: _F) -> _F:
-    """Declare every ``CellOptions`` flag on a magic (like IPython's ``script_args``)."""
+    """Declare every ``CellOptions`` flag on a magic, so ``%%replicate?`` lists them (as
+    IPython's ``script_args`` does). Lines are parsed by ``parse_cell_options``."""
     # argparse reads the decorators innermost first; applying them in reverse keeps field order.
     for f, flag in reversed(_flags()):
         func = argument(*flag.names, dest=f.name, **flag.argparse)(func)
-    func = magic_arguments()(func)
-    # No abbreviations: "--temp" must not quietly mean --temperature, nor "--max" --max-tokens
-    # (IPython's parser takes no allow_abbrev; argparse reads the attribute when it parses).
-    func.parser.allow_abbrev = False  # type: ignore[attr-defined]
-    return func
+    return magic_arguments()(func)
 
 
-def parse_cell_options(magic_func: Callable[..., Any], line: str) -> CellOptions:
-    """Parse and validate a ``%%replicate`` line; mistakes raise a one-line ``UsageError``."""
-    namespace = _parse_line(magic_func, line)
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises a one-line ``UsageError`` instead of printing usage and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(_one_line(message))
+
+
+def flag_parser(prog: str, only: Collection[str] | None = None, **kwargs: Any) -> argparse.ArgumentParser:
+    """A parser for the ``CellOptions`` flags (those named in ``only``, else all of them).
+
+    Flags left out are refused as unrecognized, never accepted and ignored. No abbreviations:
+    "--temp" must not quietly mean --temperature, nor "--max" --max-tokens.
+    """
+    parser = _Parser(prog=prog, allow_abbrev=False, **kwargs)
+    for f, flag in _flags():
+        if only is None or f.name in only:
+            parser.add_argument(*flag.names, dest=f.name, **flag.argparse)
+    return parser
+
+
+def options_from(namespace: argparse.Namespace) -> CellOptions:
+    """Validate parsed flags; a value against its rule raises a ``UsageError`` naming the flag."""
     given: dict[str, Any] = {}
     for f, flag in _flags():
-        value = getattr(namespace, f.name)
-        if value is None:  # not on the line: the field default applies
+        value = getattr(namespace, f.name, None)
+        if value is None:  # not given: the field default applies
             continue
         try:
             given[f.name] = flag.rule(value)
@@ -236,21 +241,25 @@ def parse_cell_options(magic_func: Callable[..., Any], line: str) -> CellOptions
     return CellOptions(**given)
 
 
-def _parse_line(magic_func: Callable[..., Any], line: str) -> Any:
-    # Not parse_argstring: its arg_split keeps the quote characters (-s "be brief" would give
-    # '"be brief"'). shlex in POSIX mode drops them, as %%script does.
+_cell_parser: argparse.ArgumentParser | None = None
+
+
+def parse_cell_options(line: str) -> CellOptions:
+    """Parse and validate a ``%%replicate`` line; mistakes raise a one-line ``UsageError``."""
+    global _cell_parser
+    # Not IPython's parse_argstring: its arg_split keeps the quote characters (-s "be brief"
+    # would give '"be brief"'). shlex in POSIX mode drops them, as %%script does.
     try:
         argv = shlex.split(line)
     except ValueError as err:  # "No closing quotation"
         raise UsageError(f"cannot read the %%replicate line: {err}") from None
     if "-h" in argv or "--help" in argv:
         raise UsageError("%%replicate takes no -h: run %%replicate? (or %replicate? in a cell) to see every option")
-    try:
-        namespace, extra = magic_func.parser.parse_known_args(argv)  # type: ignore[attr-defined]
-    except UsageError as err:  # MagicArgumentParser.error raises it; keep it to one line
-        raise UsageError(_one_line(str(err))) from None
+    if _cell_parser is None:
+        _cell_parser = flag_parser("%%replicate", add_help=False)
+    namespace, extra = _cell_parser.parse_known_args(argv)
     _reject_extra(extra)
-    return namespace
+    return options_from(namespace)
 
 
 def _reject_extra(extra: list[str]) -> None:

@@ -17,11 +17,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "replicate_magic"
 
 # No I/O, no IPython, no aiohttp: text in, values out.
 PURE = {"sse", "prompts", "inputs", "errors", "conversation", "options", "prompt_template", "catalog",
-        "render", "terminal", "textparts", "environment", "answers", "settings", "request"}
+        "render", "terminal", "textparts", "environment", "answers", "settings", "request", "prediction",
+        "schemas"}
 # The network and the private loop; no IPython.
 IO = {"sessions", "client", "streaming", "provider", "chat", "loop", "cancels", "bodies"}
 # IPython and widgets on top.
-GLUE = {"magics", "display", "panel_model", "panel", "__main__", "demo", "__init__"}
+GLUE = {"magics", "display", "panel_model", "panel", "__main__", "demo", "__init__", "traits"}
 LAYERS = [PURE, IO, GLUE]
 
 # Third-party or standard modules a layer must not import.

@@ -19,7 +19,7 @@ def replicate(self: Any, line: str, cell: str | None = None) -> None:
 
 
 def parse(line: str) -> CellOptions:
-    return parse_cell_options(replicate, line)
+    return parse_cell_options(line)
 
 
 def test_empty_line_gives_the_defaults() -> None:
@@ -234,15 +234,6 @@ def test_help_is_generated_from_the_fields() -> None:
     help_text = replicate.__doc__ or ""
     for f in dataclasses.fields(CellOptions):
         assert any(name in help_text for name in f.metadata["flag"].names), f.name
-
-
-def test_parse_accepts_a_bound_method() -> None:
-    class Magics:
-        @replicate_arguments
-        def replicate(self, line: str, cell: str | None = None) -> None:
-            """Doc."""
-
-    assert parse_cell_options(Magics().replicate, "-t 1").temperature == 1.0
 
 
 def test_cell_options_are_immutable() -> None:
