@@ -15,11 +15,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .render import StreamingMarkdown, markdown_html, plain_html
 from .terminal import TerminalSanitizer, clean
 from .textparts import TextParts
+
+if TYPE_CHECKING:
+    from .chat import Metrics, TurnResult
 
 FRAME_RATE = 25.0
 SLOW_FRAME_FACTOR = 4.0  # a frame that costs t waits at least 4t: frames use at most ~20% of a core
@@ -109,6 +112,7 @@ class LiveReply:
         self._closed = False
         self._lock = threading.Lock()  # the kernel thread finishes while the loop may flush
         self._terminal = TerminalSanitizer()  # plain text: a control sequence may span tokens
+        self._told = ""  # the last status line a terminal was told
 
     @property
     def text(self) -> str:
@@ -127,12 +131,26 @@ class LiveReply:
 
             self._handle = display(self._bundle(), raw=True, display_id=True)
             self.updates += 1
+        else:
+            self._tell_terminal(status)
 
     def status(self, line: str) -> None:
         """A progress line (e.g. the model's boot logs), shown only while no text has come."""
-        if not self._text and self.rich:
+        if self._text:
+            return
+        if self.rich:
             self._status = clean(line)  # a model's boot output: no control characters
             self._throttle.changed()
+        else:
+            self._tell_terminal(line)
+
+    def _tell_terminal(self, line: str) -> None:
+        # On standard error, a line each (a repeat once): the reply alone goes to stdout.
+        line = " ".join(clean(line).split())[:200]
+        if line and line != self._told:
+            self._told = line
+            sys.stderr.write(f"[{line}]\n")
+            sys.stderr.flush()
 
     def append(self, token: str) -> None:
         self._text.append(token)
@@ -183,3 +201,11 @@ def show_line(text: str, fmt: str, *, rich: bool) -> None:
         display(data, raw=True)
     else:
         print(clean(text))
+
+
+def result_notes(result: TurnResult, metrics: Metrics | None = None) -> list[str]:
+    """The line under a reply, in parts: metrics, settings not taken, settings adjusted."""
+    notes = [(metrics or result.metrics).line()]
+    if result.ignored:
+        notes.append(f"not taken by this model: {', '.join(result.ignored)}")
+    return notes + list(result.adjusted)  # "temperature 0 raised to 0.01, the lowest this model takes"

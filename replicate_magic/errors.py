@@ -27,6 +27,14 @@ class ReplicateMagicError(Exception):
         return [f"{type(self).__name__}: {self}"]
 
 
+class ReplyInterrupted(ReplicateMagicError):
+    """The user interrupted a reply (or the cell, before the request was sent)."""
+
+
+class UnexpectedError(ReplicateMagicError):
+    """A failure the code did not foresee (a bug): one line here, the frames in the log."""
+
+
 class MissingAuthError(ReplicateMagicError):
     """No API token was found, or Replicate rejected it (HTTP 401)."""
 

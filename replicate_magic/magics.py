@@ -7,43 +7,45 @@ it is read from ``REPLICATE_API_TOKEN`` when a request starts, and shown nowhere
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 from collections import ChainMap
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
-from traitlets import Bool, Dict, Enum, Float, Int, Unicode
 
-from .catalog import DEFAULT_MODEL, KNOWN_MODELS, MODEL_ALIASES
+from .catalog import KNOWN_MODELS, MODEL_ALIASES
 from .conversation import kernel_store
 from .environment import find_token
-from .errors import ReplicateMagicError
-from .options import FORMATS, CellOptions, parse_cell_options, replicate_arguments
+from .errors import ReplicateMagicError, ReplyInterrupted, UnexpectedError
+from .options import CellOptions, parse_cell_options, replicate_arguments
 from .prompt_template import Expansion, expand
 from .terminal import clean
+from .traits import setting_trait
 
+if TYPE_CHECKING:
+    from .chat import Metrics, TurnResult
+    from .display import LiveReply
+    from .request import TurnRequest
+
+log = logging.getLogger(__name__)
 _CANCEL_REPORT_WAIT = 2.0  # seconds an interrupted cell waits to say what its cancel did
-
-
-class ReplyInterrupted(ReplicateMagicError):
-    """The user interrupted a streaming reply."""
 
 
 @magics_class
 class ReplicateMagics(Magics):
-    model = Unicode(DEFAULT_MODEL, help="Model used when a cell gives no -m/--model.").tag(config=True)
-    max_history = Int(20, help="Earlier turns sent with each request (0: none).").tag(config=True)
-    default_inputs = Dict(help="Extra model inputs sent with every request; -i overrides them.").tag(config=True)
-    output_format = Enum(list(FORMATS), "markdown", help="How replies show: markdown or text.").tag(config=True)
-    timeout = Float(180.0, help="Seconds without a token before a stream is given up (idle limit).").tag(config=True)
-    connect_timeout = Float(10.0, help="Seconds to wait for a connection to Replicate.").tag(config=True)
-    show_metrics = Bool(True, help="Show a line with tokens, time to first token and speed after a reply.").tag(
-        config=True
-    )
-    expand_variables = Bool(True, help="Replace {name} in the prompt with that variable's value.").tag(config=True)
+    # The %config settings; their defaults, bounds and help are declared in settings.py.
+    model = setting_trait("model").tag(config=True)
+    max_history = setting_trait("max_history").tag(config=True)
+    default_inputs = setting_trait("default_inputs").tag(config=True)
+    output_format = setting_trait("output_format").tag(config=True)
+    timeout = setting_trait("timeout").tag(config=True)
+    connect_timeout = setting_trait("connect_timeout").tag(config=True)
+    show_metrics = setting_trait("show_metrics").tag(config=True)
+    expand_variables = setting_trait("expand_variables").tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -80,13 +82,17 @@ class ReplicateMagics(Magics):
         kernel, so the next cell continues it. Replies are rendered as Markdown by our own
         renderer, with raw HTML shown as text and images shown as links.
 
-        As a line magic: ``%replicate history [NAME]``, ``reset [NAME]``, ``chats``,
+        As a line magic: ``%replicate history [NAME] [-n TURNS]``, ``reset [NAME]``, ``chats``,
         ``export FILE [NAME] [--force]``, ``load FILE [NAME] [--replace]``, ``models``,
         ``panel [NAME]``.
         """
-        if cell is None:
-            return self._subcommand(line)
-        options = parse_cell_options(type(self).replicate, line)
+        try:
+            return self._subcommand(line) if cell is None else self._cell(line, cell)
+        except KeyboardInterrupt:  # before any request (a turn's own interrupt is handled in it)
+            raise ReplyInterrupted("Interrupted before anything was sent; nothing was asked.") from None
+
+    def _cell(self, line: str, cell: str) -> None:
+        options = parse_cell_options(line)
         if not cell.strip():
             raise UsageError("The cell is empty: write the prompt below the %%replicate line.")
         expansion = Expansion(cell)
@@ -105,41 +111,27 @@ class ReplicateMagics(Magics):
     # -- one turn -----------------------------------------------------------------------------
 
     def _ask(self, options: CellOptions, prompt: str, expansion: Expansion) -> None:
+        """Build the request, open the output area, run the turn, then publish its result."""
+        from .display import LiveReply  # aiohttp loads here, not at %load_ext
+        from .request import Configured, build_request
+
+        request = build_request(prompt, options, Configured.of(self), cell_id=self._turn_key())
+        fmt = options.format or self.output_format
+        reply = LiveReply(fmt, rich=self._rich())
+        reply.start(status=f"asking {request.model}…")
+        result, metrics = self._run_turn(request, reply)
+        if options.out:
+            self._shell().user_ns[options.out] = result.text
+        self._show_result_line(result, metrics, expansion, reply)
+
+    def _run_turn(self, request: TurnRequest, reply: LiveReply) -> tuple[TurnResult, Metrics | None]:
+        """The turn on the private loop; any failure finishes the area and is one line."""
         from .cancels import StopReport
-        from .chat import (  # aiohttp loads here, not at %load_ext
-            ChatSession,
-            Metrics,
-            TurnRequest,
-            TurnResult,
-        )
-        from .client import Timeouts
-        from .display import LiveReply, show_line
-        from .inputs import Settings
+        from .chat import ChatSession
         from .loop import shared_loop
 
-        model = options.model or self.model
-        request = TurnRequest(
-            prompt=prompt,
-            chat=options.chat,
-            model=model,
-            settings=Settings(
-                max_tokens=options.max_tokens, temperature=options.temperature, top_p=options.top_p,
-                top_k=options.top_k, stop=options.stop, extra=options.inputs,
-                defaults=self.default_inputs,
-            ),
-            system=options.system,
-            new=options.new,
-            use_history=not options.no_history,
-            max_history=self.max_history,
-            cell_id=self._turn_key(),
-            timeouts=Timeouts(connect=self.connect_timeout, idle=options.timeout or self.timeout),
-        )
-        fmt = options.format or self.output_format
-        rich = self._rich()
-        reply = LiveReply(fmt, rich=rich)
-        reply.start(status=f"asking {model}…")
         session = ChatSession()
-        answered: list[TurnResult] = []
+        answered: list[TurnResult] = []  # set once the reply is complete and recorded
         stops = StopReport()  # what became of any cancel this turn needed: told, never assumed
 
         async def turn() -> Metrics | None:
@@ -150,38 +142,46 @@ class ReplicateMagics(Magics):
             reply.finish("" if result.text else "empty reply: the model sent no text")
             return await session.reported_metrics(result) if self.show_metrics else None
 
+        stopped = "stopped by the error below; this turn is not in the history"
         try:
             metrics = shared_loop().run(turn())
         except KeyboardInterrupt:
-            if not answered:
-                stops.wait(_CANCEL_REPORT_WAIT)
-                what = stops.message()
-                reply.finish(f"interrupted: {what}; this turn is not in the history")
-                raise ReplyInterrupted(
-                    f"Interrupted: the reply stopped ({what}); "
-                    "the partial answer stays above, the conversation is unchanged."
-                ) from None
-            metrics = answered[0].metrics  # the reply is complete and recorded: skip the nicety
+            if answered:  # the reply is complete and recorded: skip the nicety
+                return answered[0], answered[0].metrics
+            stops.wait(_CANCEL_REPORT_WAIT)
+            what = stops.message()
+            reply.finish(f"interrupted: {what}; this turn is not in the history")
+            raise ReplyInterrupted(
+                f"Interrupted: the reply stopped ({what}); "
+                "the partial answer stays above, the conversation is unchanged."
+            ) from None
         except ReplicateMagicError as error:
             stops.wait(_CANCEL_REPORT_WAIT)
             failed = [o.message() for o in stops.outcomes if not o.cancelled]
-            reply.finish("stopped by the error below; this turn is not in the history" if reply.text else "no reply")
+            reply.finish(stopped if reply.text else "no reply")
             if failed:  # a stall or a broken stream needed a cancel, and it did not go through
                 error.args = (f"{error} Also: {'; '.join(failed)}.",)
             raise
-        (result,) = answered
-        if options.out:
-            self._shell().user_ns[options.out] = result.text
-        notes = [metrics.line()] if metrics is not None else []
-        if metrics is not None and result.ignored:
-            notes.append(f"not taken by this model: {', '.join(result.ignored)}")
-        notes += result.adjusted  # "temperature 0 raised to 0.01, the lowest this model takes"
+        except Exception as error:  # a bug: the area still ends, the message is one line
+            log.exception("a %%replicate turn failed unexpectedly")
+            reply.finish(stopped if reply.text else "no reply")
+            raise UnexpectedError(
+                f"Unexpected {type(error).__name__}: {error}. The conversation is unchanged; "
+                "this is a bug in replicate_magic (the traceback is in the kernel's log)."
+            ) from None
+        return answered[0], metrics
+
+    def _show_result_line(self, result: TurnResult, metrics: Metrics | None, expansion: Expansion,
+                          reply: LiveReply) -> None:
+        from .display import result_notes, show_line
+
+        notes = result_notes(result, metrics) if metrics is not None else list(result.adjusted)
         if expansion.names:  # so the user sees what was sent
             notes.append(f"expanded: {', '.join(expansion.names)}")
         if expansion.withheld:
             notes.append(f"not expanded, since the value holds the API token: {', '.join(expansion.withheld)}")
         if notes:
-            show_line(" · ".join(notes), fmt, rich=rich)
+            show_line(" · ".join(notes), reply.fmt, rich=reply.rich)
 
     def _shell(self) -> Any:
         """The shell the magics run in (IPython's own type leaves history_manager optional)."""
@@ -212,8 +212,26 @@ class ReplicateMagics(Magics):
         return handler(args)
 
     def _cmd_history(self, args: list[str]) -> Any:
-        name = _one_name(args, "history [NAME]")
-        return _Transcript(name, kernel_store.get(name).messages() if name in kernel_store else [])
+        usage = "history [NAME] [-n TURNS]"
+        shown = _HISTORY_TURNS
+        if "-n" in args:
+            at = args.index("-n")
+            try:
+                shown = int(args[at + 1])
+            except (IndexError, ValueError):
+                raise UsageError(f"Usage: %replicate {usage} (TURNS: a whole number; 0 shows all)") from None
+            if shown < 0:
+                raise UsageError(f"Usage: %replicate {usage} (TURNS: a whole number; 0 shows all)")
+            args = args[:at] + args[at + 2:]
+        name = _one_name(args, usage)
+        if name not in kernel_store:
+            return _Transcript(name, [])
+        conversation = kernel_store.get(name)
+        note = ""
+        if shown and len(conversation) > shown:  # a long conversation would be one huge output
+            note = (f"The last {shown} of {len(conversation)} turns; %replicate history {name} -n 0 "
+                    "shows all, replicate_magic.history() returns them.")
+        return _Transcript(name, conversation.context(shown or None), note)
 
     def _cmd_reset(self, args: list[str]) -> None:
         name = _one_name(args, "reset [NAME]")
@@ -264,14 +282,16 @@ class ReplicateMagics(Magics):
         name = _one_name(args, "panel [NAME]")
         from .panel import ChatPanel  # ipywidgets loads here, not at %load_ext
 
-        return ChatPanel(chat=name, model_name=self.model, max_history=self.max_history,
-                         timeout=self.timeout, connect_timeout=self.connect_timeout)
+        return ChatPanel(chat=name)  # it takes this magic's %config settings
 
+
+_HISTORY_TURNS = 20  # turns %replicate history shows unless -n says otherwise
+_HISTORY_CHARS = 20_000  # of one message
 
 _SUBCOMMANDS = ("history", "reset", "chats", "export", "load", "models", "panel")
 _SUBCOMMAND_HELP = """\
 %%replicate [options]   ask a model; the cell is the prompt (%%replicate? lists the options)
-%replicate history [NAME]      show a conversation (default: default)
+%replicate history [NAME] [-n TURNS]  show a conversation's last 20 turns (-n 0: all)
 %replicate reset [NAME]        forget a conversation
 %replicate chats               list the conversations
 %replicate export FILE [NAME] [--force]  save a conversation as JSON (--force: replace FILE)
@@ -307,20 +327,29 @@ class _Text(str):
 class _Transcript:
     """A conversation for display: Markdown in notebooks, text elsewhere."""
 
-    def __init__(self, name: str, messages: list[dict[str, str]]) -> None:
+    def __init__(self, name: str, messages: list[dict[str, str]], note: str = "") -> None:
         self.name = name
-        self.messages = messages
+        self.messages = [{**m, "content": _shortened(m["content"])} for m in messages]
+        self.note = note  # "The last 20 of 300 turns; ..."
 
     def __repr__(self) -> str:
         # text/plain reaches terminals raw: replies and loaded messages are untrusted.
         if not self.messages:
             return clean(f"Conversation {self.name!r} is empty.")
-        return clean("\n\n".join(f"{m['role']}: {m['content']}" for m in self.messages))
+        parts = [self.note] if self.note else []
+        return clean("\n\n".join(parts + [f"{m['role']}: {m['content']}" for m in self.messages]))
 
     def _repr_html_(self) -> str:
         from .render import markdown_html, plain_html
 
         if not self.messages:
             return plain_html(f"Conversation {self.name!r} is empty.")
-        return "".join(plain_html(m["role"], css="rm-role", style="strong") + markdown_html(m["content"])
-                       for m in self.messages)
+        head = plain_html(self.note, css="rm-metrics", style="sub") if self.note else ""
+        return head + "".join(plain_html(m["role"], css="rm-role", style="strong") + markdown_html(m["content"])
+                              for m in self.messages)
+
+
+def _shortened(text: str) -> str:
+    if len(text) <= _HISTORY_CHARS:
+        return text
+    return f"{text[:_HISTORY_CHARS]}\n\n[… {len(text) - _HISTORY_CHARS:,} more characters not shown]"

@@ -35,6 +35,7 @@ from .catalog import KNOWN_MODELS
 from .conversation import Turn
 from .panel_model import FAILED, STOPPED, Draft, PanelModel
 from .render import StreamingMarkdown, inline_html, markdown_html
+from .settings import SETTINGS
 
 __all__ = ["ChatPanel"]
 
@@ -48,8 +49,10 @@ class ChatPanel(VBox):  # ipywidgets ships no type hints: VBox is Any to mypy
     """A chat with a model hosted on Replicate, in one conversation shared with the magic.
 
     ``settings`` are ``PanelModel`` traits: ``model_name``, ``temperature``, ``max_tokens``,
-    ``system_prompt``, ``max_history``. ``panel.model`` drives the panel from code:
-    ``panel.model.send("Hi")``, then ``await panel.model.wait()``.
+    ``system_prompt``, ``max_history``, ``default_inputs``, ``timeout``, ``connect_timeout``;
+    those not given follow the magic's ``%config`` when the extension is loaded.
+    ``panel.model`` drives the panel from code: ``panel.model.send("Hi")``, then
+    ``await panel.model.wait()``.
     """
 
     def __init__(self, chat: str = "default", *, model: PanelModel | None = None, **settings: Any) -> None:
@@ -57,7 +60,7 @@ class ChatPanel(VBox):  # ipywidgets ships no type hints: VBox is Any to mypy
         self._links: list[link] = []
         self._after_cell: Callable[[], None] | None = None
         self._draft_markdown = StreamingMarkdown()  # the live reply re-renders only its open blocks
-        self.model = model if model is not None else PanelModel(chat=chat, **settings)
+        self.model = model if model is not None else PanelModel(chat=chat, **{**_configured(), **settings})
         self._build()
         self._connect()
         self._after_cell = _watch_cells(self.model)
@@ -71,12 +74,14 @@ class ChatPanel(VBox):  # ipywidgets ships no type hints: VBox is Any to mypy
             options=KNOWN_MODELS, ensure_option=False, description="Model", placeholder="owner/name",
             style=wide, layout=Layout(flex="1 1 300px"),
         )
+        temperature, max_tokens = SETTINGS["temperature"], SETTINGS["max_tokens"]
         self._temperature = FloatSlider(
-            min=0.0, max=2.0, step=0.05, description="Temperature", style=wide,
-            layout=Layout(flex="1 1 220px"),
+            min=temperature.low, max=temperature.slider_high, step=0.05, description="Temperature", style=wide,
+            layout=Layout(flex="1 1 220px"), tooltip=temperature.help,
         )
         self._max_tokens = BoundedIntText(
-            min=1, max=1_000_000, description="Max tokens", style=wide, layout=Layout(flex="0 0 160px"),
+            min=max_tokens.low, max=1_000_000, description="Max tokens", style=wide,
+            layout=Layout(flex="0 0 160px"), tooltip=max_tokens.help,
         )
         self._system = Textarea(placeholder="System prompt (optional)", rows=1, layout=_full())
         # JupyterLab's class for rendered Markdown: its styles for code, tables, quotes.
@@ -232,6 +237,20 @@ def _message(label: str, body_html: str, *, user: bool = False, note: str = "") 
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
+
+def _configured() -> dict[str, Any]:
+    """The %config settings of the loaded magic, so a panel made in code honours them too."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return {}
+    shell = get_ipython()
+    magics = shell.magics_manager.registry.get("ReplicateMagics") if shell is not None else None
+    if magics is None:
+        return {}
+    names = ("max_history", "default_inputs", "timeout", "connect_timeout")
+    return {"model_name": magics.model, **{name: getattr(magics, name) for name in names}}
 
 
 def _watch_cells(model: PanelModel) -> Callable[[], None] | None:

@@ -21,17 +21,17 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Any
 
-from traitlets import Bool, Float, HasTraits, Instance, Int, Tuple, Unicode, observe, validate
+from traitlets import Bool, HasTraits, Instance, Tuple, Unicode, observe, validate
 
 from .cancels import StopReport
-from .catalog import DEFAULT_MODEL, resolve_model
-from .chat import ChatSession, TurnRequest, TurnResult
-from .client import Timeouts
-from .display import FrameThrottle
+from .chat import ChatSession, TurnResult
+from .display import FrameThrottle, result_notes
 from .errors import ReplicateMagicError
-from .inputs import Settings
 from .loop import shared_loop
+from .options import CellOptions
+from .request import Configured, TurnRequest, build_request
 from .terminal import clean
+from .traits import setting_trait
 
 __all__ = ["Draft", "PanelModel"]
 
@@ -59,15 +59,17 @@ class PanelModel(HasTraits):
     The traits tagged ``setting`` are what a caller may set; the rest is the panel's state.
     """
 
+    # Defaults, bounds and help are declared in settings.py; the panel's sliders start at a value.
     chat = Unicode("default", help="The conversation's name, shared with %%replicate -c NAME.").tag(setting=True)
-    model_name = Unicode(DEFAULT_MODEL, help="owner/name, owner/name:version or an alias.").tag(setting=True)
-    temperature = Float(0.7, min=0.0, max=2.0).tag(setting=True)
-    max_tokens = Int(1024, min=1).tag(setting=True)
+    model_name = setting_trait("model").tag(setting=True)
+    temperature = setting_trait("temperature", 0.7).tag(setting=True)
+    max_tokens = setting_trait("max_tokens", 1024).tag(setting=True)
     system_prompt = Unicode("", help="Sent with each turn; becomes the conversation's system prompt.").tag(
         setting=True)
-    max_history = Int(20, min=0, help="Earlier turns sent with each request.").tag(setting=True)
-    timeout = Float(180.0, min=0.001, help="Seconds without a token before a stream is given up.").tag(setting=True)
-    connect_timeout = Float(10.0, min=0.001, help="Seconds to wait for a connection to Replicate.").tag(setting=True)
+    max_history = setting_trait("max_history").tag(setting=True)
+    default_inputs = setting_trait("default_inputs").tag(setting=True)
+    timeout = setting_trait("timeout").tag(setting=True)
+    connect_timeout = setting_trait("connect_timeout").tag(setting=True)
 
     busy = Bool(False, help="A turn is running (or stopping).")
     status = Unicode("", help="One line of progress, result or error.")
@@ -236,15 +238,14 @@ class PanelModel(HasTraits):
     # -- helpers ---------------------------------------------------------------------------
 
     def _request(self, prompt: str) -> TurnRequest:
-        return TurnRequest(
-            prompt=prompt,
-            chat=self.chat,
-            model=resolve_model(self.model_name),
-            settings=Settings(max_tokens=self.max_tokens, temperature=self.temperature),
-            system=self.system_prompt,  # the box's text becomes the conversation's (on success)
-            max_history=self.max_history,
-            timeouts=Timeouts(connect=self.connect_timeout, idle=self.timeout),
-        )
+        # The controls are the request's own settings; the box's text becomes the
+        # conversation's system prompt (on success), "" clears it.
+        asked = CellOptions(chat=self.chat, temperature=self.temperature, max_tokens=self.max_tokens,
+                            system=self.system_prompt)
+        configured = Configured(model=self.model_name, max_history=self.max_history,
+                                default_inputs=self.default_inputs, timeout=self.timeout,
+                                connect_timeout=self.connect_timeout)
+        return build_request(prompt, asked, configured)
 
     def _reset_conversation(self) -> None:
         self.session.store.reset(self.chat)
@@ -268,8 +269,5 @@ class PanelModel(HasTraits):
 
 
 def _result_line(result: TurnResult) -> str:
-    line = result.metrics.line()
-    if result.ignored:
-        line += f" · not taken by this model: {', '.join(result.ignored)}"
-    return " · ".join([line, *result.adjusted])
+    return " · ".join(result_notes(result))
 

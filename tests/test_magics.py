@@ -108,6 +108,29 @@ def test_the_cells_own_settings_beat_the_configured_inputs(ip, env_emu):
         ip.run_line_magic("config", "ReplicateMagics.default_inputs = {}")
 
 
+@pytest.mark.parametrize("setting, value, allowed", [
+    ("max_history", "-1", "a whole number >= 0"),
+    ("timeout", "-5", "a number > 0"),
+    ("connect_timeout", "0", "a number > 0"),
+    ("output_format", "'html'", "markdown or text"),
+])
+def test_a_bad_config_value_is_refused_at_once_naming_the_setting(ip, env_emu, caplog, setting, value, allowed):
+    magics = ip.magics_manager.registry["ReplicateMagics"]
+    before = getattr(magics, setting)
+    ip.run_line_magic("config", f"ReplicateMagics.{setting} = {value}")
+    assert getattr(magics, setting) == before
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert setting in record.getMessage() and allowed in record.getMessage()
+    ask(ip, "--no-history", "Hi")  # the magic still works with the setting as it was
+    assert last_input(env_emu)["prompt"]
+    # The shell's config keeps the bad value: loading the extension again says so in one line.
+    ip.extension_manager.unload_extension("replicate_magic")
+    with pytest.raises(UsageError, match=f"^ReplicateMagics.{setting}: invalid value .*allowed: .*load again$"):
+        ip.extension_manager.load_extension("replicate_magic")
+    del ip.config.ReplicateMagics[setting]
+    ip.extension_manager.load_extension("replicate_magic")
+
+
 @pytest.mark.parametrize(
     "line, message",
     [("-t hot", "-t/--temperature"), ("--top-p 2", "--top-p"), ("--bogus", "unrecognized"),
@@ -362,3 +385,56 @@ def test_a_setting_outside_the_models_range_fails_before_anything_is_sent(ip, en
         ask(ip, "-m meta/llama-2-70b-chat -t 7 --no-history", "Be wild.")
     assert not [r for r in env_emu.requests if r.method == "POST"]
     assert replicate_magic.history() == []
+
+
+def test_an_input_the_request_builds_is_refused_with_where_to_set_it(ip):
+    with pytest.raises(UsageError, match="prompt is built from the prompt you write"):
+        ask(ip, "-i prompt=Other", "Hi")
+    with pytest.raises(UsageError, match="system_prompt is built from -s/--system"):
+        ask(ip, "-i system_prompt=terse", "Hi")
+
+
+def test_history_shows_the_last_turns_of_a_long_conversation_and_says_so(ip, env_emu):
+    from replicate_magic.conversation import Turn
+
+    conversation = kernel_store.get("long")
+    for n in range(30):
+        conversation.record(Turn(f"question {n}", "x" * 30_000 if n == 29 else f"answer {n}", "m"))
+    shown = repr(ip.run_line_magic("replicate", "history long"))
+    assert shown.startswith("The last 20 of 30 turns; %replicate history long -n 0 shows all")
+    assert "question 10" in shown and "question 9\n" not in shown
+    assert "[… 10,000 more characters not shown]" in shown
+    everything = repr(ip.run_line_magic("replicate", "history long -n 0"))
+    assert "question 0" in everything and not everything.startswith("The last")
+    assert repr(ip.run_line_magic("replicate", "history -n 2 long")).count("user: question") == 2
+    with pytest.raises(UsageError, match="0 shows all"):
+        ip.run_line_magic("replicate", "history long -n many")
+
+
+def test_an_unforeseen_failure_ends_the_turn_in_one_line_and_keeps_the_conversation(ip, env_emu, monkeypatch,
+                                                                                    capsys):
+    from replicate_magic.chat import ChatSession
+    from replicate_magic.errors import UnexpectedError
+
+    ask(ip, "", "First")
+    original = ChatSession.ask
+
+    async def broken(self, request, on_token, on_log=None):
+        on_token("Half an ans")
+        raise TypeError("a bug")  # stands for any exception the code did not foresee
+
+    monkeypatch.setattr(ChatSession, "ask", broken)
+    with pytest.raises(UnexpectedError, match=r"^Unexpected TypeError: a bug\. The conversation is unchanged"):
+        ask(ip, "", "Second")
+    assert "Half an ans\n\n[stopped by the error below; this turn is not in the history]" in capsys.readouterr().out
+    monkeypatch.setattr(ChatSession, "ask", original)
+    assert [m["content"] for m in replicate_magic.history() if m["role"] == "user"] == ["First"]
+
+
+def test_a_terminal_shows_the_cold_start_on_standard_error(ip, env_emu, capsys):
+    env_emu.inject(Faults(logs=["Shard 3 of 8"], cold_start=1.2, tokens=["Warm", " now"]))
+    ask(ip, "", "Hi")
+    captured = capsys.readouterr()
+    assert captured.out.startswith("Warm now")  # the reply alone on standard output
+    assert "[asking meta/meta-llama-3-70b-instruct…]\n" in captured.err
+    assert "[Shard 3 of 8]\n" in captured.err

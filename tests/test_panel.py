@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 from typing import Callable, Iterator
 
 import pytest
+from traitlets import TraitError
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from ipywidgets import Button, Combobox
@@ -423,6 +424,36 @@ def test_panel_from_the_magic_takes_the_configured_settings(ip, env_emu):
     finally:
         ip.run_line_magic("config", "ReplicateMagics.timeout = 180.0")
         ip.run_line_magic("config", "ReplicateMagics.max_history = 20")
+
+
+def test_a_panel_made_in_code_honours_the_config_too(ip, make_panel, env_emu):
+    ip.run_line_magic("config", "ReplicateMagics.default_inputs = {'seed': 7}")
+    ip.run_line_magic("config", "ReplicateMagics.max_history = 2")
+    try:
+        panel = make_panel("coded", temperature=0.3)
+        assert (panel.model.max_history, panel.model.temperature) == (2, 0.3)
+        panel.model.send("Seeded?")
+        wait(panel)
+        sent = [r for r in env_emu.requests if r.method == "POST"][-1].json["input"]
+        assert (sent["seed"], sent["temperature"]) == (7, 0.3)
+    finally:
+        ip.run_line_magic("config", "ReplicateMagics.default_inputs = {}")
+        ip.run_line_magic("config", "ReplicateMagics.max_history = 20")
+
+
+@pytest.mark.parametrize("setting, value, allowed", [
+    ("timeout", 0, "a number > 0"), ("max_history", -1, "a whole number >= 0"),
+    ("max_tokens", 0, "a whole number >= 1"), ("temperature", -0.5, "a number >= 0"),
+])
+def test_a_setting_out_of_bounds_is_refused_by_the_declared_rule(make_panel, setting, value, allowed):
+    with pytest.raises(TraitError, match=f"^{setting}: invalid value .*allowed: {allowed}"):
+        make_panel(**{setting: value})
+
+
+def test_the_controls_take_their_bounds_from_the_declarations(make_panel):
+    panel = make_panel()
+    assert (panel._temperature.min, panel._temperature.max) == (0.0, 2.0)
+    assert panel._max_tokens.min == 1
 
 
 def test_a_misspelt_setting_is_an_error_not_ignored(make_panel):
