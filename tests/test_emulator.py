@@ -170,6 +170,15 @@ def assert_problem(status: int, headers: dict[str, str], raw: bytes, expected: i
     return body
 
 
+NOT_FOUND = {"detail": "Not found.", "status": 404}
+# The keys of real prediction answers, in their order (see Prediction.as_json for the cassettes).
+CREATED_KEYS = ["id", "model", "version", "input", "logs", "output", "data_removed", "error", "source",
+                "status", "created_at", "urls"]
+STARTING_KEYS = CREATED_KEYS
+PROCESSING_KEYS = [*CREATED_KEYS[:-1], "started_at", "urls"]
+FINISHED_KEYS = [*CREATED_KEYS[:-1], "started_at", "completed_at", "urls", "metrics"]
+
+
 # -- creating predictions ----------------------------------------------------------
 async def test_create_official_model(emu: Emulator, session: aiohttp.ClientSession) -> None:
     async with session.post(f"{emu.base_url}/v1/models/{LLAMA}/predictions",
@@ -178,11 +187,13 @@ async def test_create_official_model(emu: Emulator, session: aiohttp.ClientSessi
         assert int(r.headers["ratelimit-remaining"]) > 0 and "ratelimit-reset" in r.headers
         pred = await r.json()
     assert re.fullmatch(r"[a-z0-9]{26}", pred["id"])
+    assert list(pred) == CREATED_KEYS  # no started_at / completed_at / metrics keys, not even null
     assert (pred["model"], pred["version"], pred["status"]) == (LLAMA, "hidden", "starting")
     assert pred["output"] is None and pred["error"] is None and pred["data_removed"] is False
-    assert pred["source"] == "api" and pred["input"] == {"prompt": "Hi"}
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z", pred["created_at"])
+    assert pred["source"] == "api" and pred["input"] == {"prompt": "Hi"} and pred["logs"] == ""
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", pred["created_at"])  # milliseconds
     urls = pred["urls"]
+    assert list(urls) == ["cancel", "get", "stream", "web"]
     assert urls["get"] == f"{emu.base_url}/v1/predictions/{pred['id']}"
     assert urls["cancel"] == urls["get"] + "/cancel"
     assert urls["web"] == f"https://replicate.com/p/{pred['id']}"
@@ -209,26 +220,68 @@ def test_create_by_version(emu: Emulator, spelling: str) -> None:
     assert emu.predictions[pred["id"]].model == model.ref
 
 
-@pytest.mark.parametrize("version", ["f" * 64, f"{LLAMA}:{'0' * 64}", "nobody/nothing", 42])
-def test_unknown_version_is_422(emu: Emulator, version: Any) -> None:
-    body = assert_problem(*http("POST", f"{emu.base_url}/v1/predictions",
-                                {"version": version, "input": {}}), 422)
-    assert body == {"title": "Invalid version or not permitted", "status": 422, "detail":
-                    "The specified version does not exist (or perhaps you don't have permission to use it?)"}
+@pytest.mark.parametrize("version", ["f" * 64, f"{LLAMA}:{'0' * 64}", "nobody/nothing"])
+def test_unknown_version_is_422(emu: Emulator, version: str) -> None:
+    status, headers, raw = http("POST", f"{emu.base_url}/v1/predictions", {"version": version, "input": {}})
+    assert_problem(status, headers, raw, 422)
+    # Byte for byte as quoted from real answers: title, detail, status in that order.
+    assert raw == json.dumps({
+        "title": "Invalid version or not permitted",
+        "detail": "The specified version does not exist (or perhaps you don't have permission to use it?)",
+        "status": 422}).encode()
 
 
 def test_request_errors(emu: Emulator) -> None:
-    status, _, raw = http("POST", f"{emu.base_url}/v1/models/nobody/nothing/predictions", {"input": {}})
-    assert (status, json.loads(raw)) == (404, {"detail": "Not found.", "status": 404})  # as generic as Replicate's
-    body = assert_problem(*http("POST", f"{emu.base_url}/v1/models/{LLAMA}/predictions",
-                                {"input": {"prompt": "x"}, "version": "x", "max_tokens": 3}), 422)
+    # Every 404 is the one generic body, naming nothing (as Replicate's for a missing model).
+    for method, url in [("POST", f"{emu.base_url}/v1/models/nobody/nothing/predictions"),
+                        ("GET", f"{emu.base_url}/v1/models/nobody/nothing"),
+                        ("GET", f"{emu.base_url}/v1/models/{LLAMA}/versions/{'0' * 64}"),
+                        ("GET", f"{emu.base_url}/v1/predictions/nosuchprediction"),
+                        ("POST", f"{emu.base_url}/v1/predictions/nosuchprediction/cancel"),
+                        ("GET", f"{emu.base_url}/v1/nothing-here"),
+                        ("GET", f"{emu.stream_base}/v1/streams/nosuchprediction")]:
+        status, headers, raw = http(method, url, {"input": {}} if method == "POST" else None)
+        assert (status, raw) == (404, json.dumps(NOT_FOUND).encode()), url
+        assert headers["Content-Type"].startswith("application/problem+json")
+    assert not emu.predictions
+
+
+def test_body_validation_words_errors_as_replicate(emu: Emulator) -> None:
+    """Top-level errors have the field "" and no "<field>: " in the detail; required keys first."""
+    by_model = f"{emu.base_url}/v1/models/{LLAMA}/predictions"
+    _, _, raw = http("POST", by_model, {"inptu": {"prompt": "x"}})
+    assert raw == json.dumps({
+        "detail": "- input is required\n- Additional property inptu is not allowed\n",
+        "status": 422, "title": "Input validation failed",
+        "invalid_fields": [
+            {"type": "required", "field": "", "description": "input is required"},
+            {"type": "additional_property_not_allowed", "field": "",
+             "description": "Additional property inptu is not allowed"}]}).encode()
+    # The version route: the same words as a real answer for a body naming "model" instead.
+    body = assert_problem(*http("POST", f"{emu.base_url}/v1/predictions", {"model": LLAMA, "input": {}}), 422)
+    assert body["detail"] == "- version is required\n- Additional property model is not allowed\n"
+    body = assert_problem(*http("POST", by_model, {"input": {"prompt": "x"}, "version": "x", "max_tokens": 3}), 422)
     assert [f["description"] for f in body["invalid_fields"]] == [
         "Additional property version is not allowed", "Additional property max_tokens is not allowed"]
-    assert_problem(*http("POST", f"{emu.base_url}/v1/models/{LLAMA}/predictions", {"prompt": "x"}), 422)
-    assert_problem(*http("GET", f"{emu.base_url}/v1/predictions/nosuchprediction"), 404)
-    assert_problem(*http("POST", f"{emu.base_url}/v1/predictions/nosuchprediction/cancel"), 404)
-    assert_problem(*http("GET", f"{emu.base_url}/v1/nothing-here"), 404)
-    assert_problem(*http("GET", f"{emu.stream_base}/v1/streams/nosuchprediction"), 404)
+    # Types come from the body schema: a version must be a string, input an object, and so on.
+    cases = [
+        ({"version": 42, "input": {}}, "version", "Invalid type. Expected: string, given: integer"),
+        ({"version": MODELS[LLAMA].version_id, "input": []}, "input",
+         "Invalid type. Expected: object, given: array"),
+        ({"version": MODELS[LLAMA].version_id, "input": {"prompt": "x"}, "stream": "yes"}, "stream",
+         "Invalid type. Expected: boolean, given: string"),
+    ]
+    for sent, field, description in cases:
+        body = assert_problem(*http("POST", f"{emu.base_url}/v1/predictions", sent), 422)
+        assert body["invalid_fields"] == [{"type": "invalid_type", "field": field, "description": description}]
+        assert body["detail"] == f"- {field}: {description}\n"
+    body = assert_problem(*http("POST", by_model, {"input": {"prompt": "x"},
+                                                   "webhook_events_filter": ["start", "finish"]}), 422)
+    assert body["invalid_fields"] == [{
+        "type": "enum", "field": "webhook_events_filter.1", "description":
+        'webhook_events_filter.1 must be one of the following: "start", "output", "logs", "completed"'}]
+    body = assert_problem(*http("POST", by_model, [1]), 422)
+    assert body["detail"] == "- Invalid type. Expected: object, given: array\n"
     assert not emu.predictions
 
 
@@ -253,14 +306,16 @@ def test_authentication(emu: Emulator) -> None:
 
 def test_input_validation(emu: Emulator) -> None:
     claude = f"{emu.base_url}/v1/models/anthropic/claude-3.7-sonnet/predictions"
-    body = assert_problem(*http("POST", claude, {"input": {"prompt": "x", "max_tokens": 100}}), 422)
-    assert body == {
-        "title": "Input validation failed",
+    status, headers, raw = http("POST", claude, {"input": {"prompt": "x", "max_tokens": 100}})
+    assert_problem(status, headers, raw, 422)
+    # Byte for byte in the shape of real answers: detail, status, title, invalid_fields.
+    assert raw == json.dumps({
         "detail": "- input.max_tokens: Must be greater than or equal to 1024\n",
         "status": 422,
-        "invalid_fields": [{"type": "greater_equal", "field": "input.max_tokens",
+        "title": "Input validation failed",
+        "invalid_fields": [{"type": "number_gte", "field": "input.max_tokens",
                             "description": "Must be greater than or equal to 1024"}],
-    }
+    }).encode()
     body = assert_problem(*http("POST", claude, {"input": {"max_tokens": "many"}}), 422)
     assert [(f["type"], f["field"]) for f in body["invalid_fields"]] == [
         ("required", "input"), ("invalid_type", "input.max_tokens")]
@@ -268,13 +323,24 @@ def test_input_validation(emu: Emulator) -> None:
                               "- input.max_tokens: Invalid type. Expected: integer, given: string\n")
     llama = f"{emu.base_url}/v1/models/{LLAMA}/predictions"
     body = assert_problem(*http("POST", llama, {"input": {"prompt": "x", "temperature": 9, "top_k": 1.5}}), 422)
-    assert {f["type"] for f in body["invalid_fields"]} == {"less_equal", "invalid_type"}
+    assert body["invalid_fields"] == [
+        {"type": "number_lte", "field": "input.temperature", "description": "Must be less than or equal to 5"},
+        {"type": "invalid_type", "field": "input.top_k",
+         "description": "Invalid type. Expected: integer, given: number"}]
+    # A bound written 5.0 in the schema reads "5", as real answers print bounds.
+    llama2 = f"{emu.base_url}/v1/models/meta/llama-2-70b-chat/predictions"
+    body = assert_problem(*http("POST", llama2, {"input": {"prompt": "x", "temperature": 0.001, "top_p": 2}}), 422)
+    assert [f["description"] for f in body["invalid_fields"]] == [
+        "Must be greater than or equal to 0.01", "Must be less than or equal to 1"]
     # Unknown keys are ignored (as Cog does) and the input is kept as sent.
     status, _, raw = http("POST", llama, {"input": {"prompt": "x", "max_new_tokens": 5, "top_k": 3.0}})
     assert status == 201 and json.loads(raw)["input"] == {"prompt": "x", "max_new_tokens": 5, "top_k": 3.0}
-    schema = {"properties": {"mode": {"type": "string", "enum": ["a", "b"]}}}
-    assert [e.description for e in validate_input({"mode": "c"}, schema)] == [
-        'input.mode must be one of the following: "a", "b"']
+    # The enum message names the property, not its full path (as in real answers).
+    schema = {"properties": {"mode": {"type": "string", "enum": ["a", "b"]},
+                             "modes": {"type": "array", "items": {"enum": ["a"]}}}}
+    assert [e.as_json() for e in validate_input({"mode": "c", "modes": ["a", "z"]}, schema)] == [
+        {"type": "enum", "field": "input.mode", "description": 'mode must be one of the following: "a", "b"'},
+        {"type": "enum", "field": "input.modes.1", "description": 'modes.1 must be one of the following: "a"'}]
 
 
 # -- streams -----------------------------------------------------------------------
@@ -433,6 +499,7 @@ async def test_error_after(emu: Emulator, session: aiohttp.ClientSession) -> Non
     assert json.loads(events[-1].data) == {"reason": "error"}
     _, _, body = await get_json(session, pred["urls"]["get"])
     assert body["status"] == "failed" and body["error"] == "CUDA out of memory (emulated)"
+    assert list(body) == FINISHED_KEYS
     assert "RuntimeError" in body["logs"] and body["metrics"]["output_token_count"] == 2
 
 
@@ -443,21 +510,27 @@ async def test_rate_limit(emu: Emulator, session: aiohttp.ClientSession) -> None
         async with session.post(url, json={"input": {"prompt": "x"}}, headers=AUTH) as r:
             assert r.status == 429 and r.headers["Retry-After"] == "1"
             assert r.headers["Content-Type"].startswith("application/problem+json")
+            # As documented: a detail and nothing else.
             assert await r.json(content_type=None) == {
-                "title": "Too Many Requests", "status": 429,
                 "detail": "Request was throttled. Expected available in 1 second."}
         assert (await get_json(session, f"{emu.base_url}/v1/account"))[0] == 200  # only creates
     await create(session, emu)
     emu.inject(Faults(rate_limit=1, retry_after=2.5))
     async with session.post(url, json={"input": {"prompt": "x"}}, headers=AUTH) as r:
         assert r.status == 429 and r.headers["Retry-After"] == "3"
+        assert (await r.json(content_type=None))["detail"] == "Request was throttled. Expected available in 3 seconds."
 
 
 def test_billing_required(emu: Emulator) -> None:
     emu.inject(Faults(billing_required=1))
     url = f"{emu.base_url}/v1/models/{LLAMA}/predictions"
-    body = assert_problem(*http("POST", url, {"input": {"prompt": "x"}}), 402)
-    assert body["title"] == "Billing required" and "billing" in body["detail"]
+    status, headers, raw = http("POST", url, {"input": {"prompt": "x"}})
+    assert_problem(status, headers, raw, 402)
+    assert raw == json.dumps({"title": "Billing required", "detail":
+                              "You need to set up billing to run this model. Go to "
+                              "https://replicate.com/account/billing#billing to set it up. If you have "
+                              "recently set up billing, please wait a few minutes before trying again.",
+                              "status": 402}).encode()
     assert http("POST", url, {"input": {"prompt": "x"}})[0] == 201
 
 
@@ -517,11 +590,46 @@ async def test_pacing_and_cold_start(emu: Emulator, session: aiohttp.ClientSessi
     assert "Booting model" in body["logs"] and "Loading weights" in body["logs"]
 
 
+async def test_prediction_keys_at_each_stage(emu: Emulator, session: aiohttp.ClientSession) -> None:
+    """Only the keys real answers have at each stage: a started_at once started, a completed_at
+    and metrics once finished, never a key set to null in advance; a create answers without them."""
+    emu.inject(Faults(tokens=["a", "b"], cold_start=0.4, stall_after=1))
+    pred = await create(session, emu)
+    assert list(pred) == CREATED_KEYS
+    _, _, starting = await get_json(session, pred["urls"]["get"])
+    assert starting["status"] == "starting" and list(starting) == STARTING_KEYS
+    processing = await wait_status(session, pred, ("processing",))
+    assert list(processing) == PROCESSING_KEYS
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", processing["started_at"])
+    async with session.post(pred["urls"]["cancel"], headers=AUTH) as r:
+        assert r.status == 200
+        canceled = await r.json()
+    assert canceled["status"] == "canceled" and list(canceled) == FINISHED_KEYS
+    assert {"predict_time", "total_time"} <= set(canceled["metrics"])
+    assert (await get_json(session, pred["urls"]["get"]))[2] == canceled
+    # Canceled before it ever started: no started_at at all.
+    emu.inject(Faults(cold_start=30))
+    never = await create(session, emu)
+    async with session.post(never["urls"]["cancel"], headers=AUTH) as r:
+        assert list(await r.json()) == [*CREATED_KEYS[:-1], "completed_at", "urls", "metrics"]
+    # Prefer: wait brings a finished prediction back in the create answer's shape.
+    async with session.post(f"{emu.base_url}/v1/models/{LLAMA}/predictions", json={"input": {"prompt": "x"}},
+                            headers={**AUTH, "Prefer": "wait=5"}) as r:
+        waited = await r.json()
+    assert waited["status"] == "succeeded" and waited["output"] and list(waited) == CREATED_KEYS
+    _, _, listed = await get_json(session, f"{emu.base_url}/v1/predictions")
+    assert all(list(p) == FINISHED_KEYS for p in listed["results"] if p["id"] == waited["id"])
+
+
 # -- models and account ----------------------------------------------------------------
 async def test_model_schema_endpoints(emu: Emulator, session: aiohttp.ClientSession) -> None:
     status, headers, model = await get_json(session, f"{emu.base_url}/v1/models/{LLAMA}")
     assert status == 200 and "ratelimit-remaining" in headers
+    assert set(model) == {"url", "owner", "name", "description", "visibility", "github_url", "paper_url",
+                          "license_url", "run_count", "cover_image_url", "default_example", "latest_version",
+                          "created_at"}  # the keys of models-get in replicate-python's cassettes
     version = model["latest_version"]
+    assert list(version) == ["id", "created_at", "cog_version", "openapi_schema"]
     assert re.fullmatch(r"[0-9a-f]{64}", version["id"]) and version["cog_version"]
     schemas = version["openapi_schema"]["components"]["schemas"]
     assert schemas["Output"]["x-cog-array-type"] == "iterator"
@@ -961,7 +1069,7 @@ async def test_oversized_body_is_refused_with_413(emu: Emulator, session: aiohtt
 
 
 @pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "-5", "1e3", "1_0", "+5", "garbage", "",
-                                   "4s", "0", "500ms", "30 s", "٥٥", "9" * 400, "8761h", "1h30"])
+                                   "4s", "0", "500ms", "30 s", "\u0665\u0665", "9" * 400, "8761h", "1h30"])
 def test_invalid_cancel_after_creates_nothing(emu: Emulator, value: str) -> None:
     url = f"{emu.base_url}/v1/models/{LLAMA}/predictions"
     body = assert_problem(*with_host(url, f"127.0.0.1:{port_of(emu.base_url)}", "POST",
@@ -993,3 +1101,16 @@ def test_cli_rejects_bad_values_in_one_line(args: list[str]) -> None:
     assert done.returncode == 2 and done.stdout == ""
     (line,) = done.stderr.splitlines()
     assert line.startswith("python -m replicate_magic.emulator: error: argument " + args[0])
+
+
+@pytest.mark.parametrize(("args", "allowed"), [
+    (["--port", "99999"], "argument --port: 99999 is not a port (0-65535, 0 = any free port)"),
+    (["--token", ""], "argument --token: a token must be non-empty, without spaces or control characters"),
+    (["--tokens-per-second", "-5"], "argument --tokens-per-second: must be a number of 0 or more, not '-5'"),
+])
+def test_cli_says_what_is_allowed(args: list[str], allowed: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "replicate_magic.emulator", *args],
+                          check=False, capture_output=True, text=True, timeout=30,
+                          env={"PYTHONPATH": str(ROOT)})
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == f"python -m replicate_magic.emulator: error: {allowed} (see --help)\n"

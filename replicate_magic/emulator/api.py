@@ -14,11 +14,16 @@ from .limits import MAX_BODY
 from .models import MODELS, EmulatedModel, find_model, find_version
 from .prediction import Prediction, generate, new_prediction_id
 from .problems import (
-    billing_required, invalid_version, model_not_found, not_found, problem, throttled, validation_failed,
+    billing_required,
+    invalid_version,
+    not_found,
+    problem,
+    throttled,
+    validation_failed,
 )
 from .responder import count_input_tokens, respond, tokenize
 from .state import STATE_KEY, EmulatorState, recording_middleware
-from .validation import InvalidField, parse_cancel_after, validate_body, validate_input
+from .validation import parse_cancel_after, validate_body, validate_input
 
 __all__ = ["make_api_app"]
 
@@ -76,7 +81,7 @@ async def _read_json(request: web.Request) -> tuple[Any, web.Response | None]:
 async def create_for_model(request: web.Request) -> web.Response:
     model = find_model(request.match_info["owner"], request.match_info["name"])
     if model is None:
-        return model_not_found()
+        return not_found()
     return await _create(request, model)
 
 
@@ -125,10 +130,7 @@ async def _create(request: web.Request, model: EmulatedModel | None) -> web.Resp
     body, error = await _read_json(request)
     if error is not None:
         return error
-    by_version = model is None
-    errors = validate_body(body, frozenset({"version"}) if by_version else frozenset())
-    if by_version and isinstance(body, dict) and "version" not in body:
-        errors.append(InvalidField("required", "(root)", "version is required"))
+    errors = validate_body(body, version_required=model is None)
     if errors:
         return validation_failed(errors)
     version = "hidden"
@@ -148,7 +150,7 @@ async def _create(request: web.Request, model: EmulatedModel | None) -> web.Resp
     wait = _PREFER_WAIT.match(request.headers.get("Prefer", "").strip())
     if wait:
         await pred.wait_finished(float(wait.group(1) or 60))
-    return _json(request, pred.as_json(state.base_url, state.stream_base), status=201)
+    return _json(request, pred.as_json(state.base_url, state.stream_base, for_create=True), status=201)
 
 
 def _start_prediction(state: EmulatorState, model: EmulatedModel, version: str,
@@ -179,14 +181,14 @@ def _prediction(request: web.Request) -> Prediction | None:
 async def get_prediction(request: web.Request) -> web.Response:
     pred, state = _prediction(request), _state(request)
     if pred is None:
-        return not_found(f"Prediction {request.match_info['id']} does not exist")
+        return not_found()
     return _json(request, pred.as_json(state.base_url, state.stream_base))
 
 
 async def cancel_prediction(request: web.Request) -> web.Response:
     pred, state = _prediction(request), _state(request)
     if pred is None:
-        return not_found(f"Prediction {request.match_info['id']} does not exist")
+        return not_found()
     pred.finish("canceled")  # no-op on a prediction that already ended
     state.record_cancel(pred.id)
     return _json(request, pred.as_json(state.base_url, state.stream_base))
@@ -203,13 +205,9 @@ def _model(request: web.Request) -> EmulatedModel | None:
     return find_model(request.match_info["owner"], request.match_info["name"])
 
 
-def _model_missing(request: web.Request) -> web.Response:
-    return model_not_found()
-
-
 async def get_model(request: web.Request) -> web.Response:
     model = _model(request)
-    return _json(request, model.model_object()) if model else _model_missing(request)
+    return _json(request, model.model_object()) if model else not_found()
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -220,16 +218,16 @@ async def list_models(request: web.Request) -> web.Response:
 async def list_versions(request: web.Request) -> web.Response:
     model = _model(request)
     if model is None:
-        return _model_missing(request)
+        return not_found()
     return _json(request, {"next": None, "previous": None, "results": [model.version_object()]})
 
 
 async def get_version(request: web.Request) -> web.Response:
     model = _model(request)
     if model is None:
-        return _model_missing(request)
+        return not_found()
     if request.match_info["version"] != model.version_id:
-        return not_found(f"Version {request.match_info['version']} does not exist")
+        return not_found()
     return _json(request, model.version_object())
 
 

@@ -83,6 +83,9 @@ class EmulatedModel:
         }
 
     def model_object(self) -> dict[str, Any]:
+        # The keys of GET /v1/models/stability-ai/sdxl in replicate-python's cassettes; the
+        # newest (predictions-cancel.yaml, 2024-04) adds created_at. One version only here,
+        # so the model is as old as it.
         return {
             "url": f"https://replicate.com/{self.ref}",
             "owner": self.owner,
@@ -96,6 +99,7 @@ class EmulatedModel:
             "cover_image_url": None,
             "default_example": None,
             "latest_version": self.version_object(),
+            "created_at": self.version_created_at,
         }
 
 

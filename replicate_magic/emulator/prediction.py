@@ -159,11 +159,23 @@ class Prediction:
             metrics["tokens_per_second"] = len(self.output) / generating if generating > 0 else 0.0
         return metrics
 
-    def as_json(self, base_url: str, stream_base: str) -> dict[str, Any]:
+    def as_json(self, base_url: str, stream_base: str, for_create: bool = False) -> dict[str, Any]:
+        """The prediction as the API sends it, with the keys real answers have at each stage.
+
+        From replicate-python's tests/cassettes: the answer to a create never has
+        ``started_at``, ``completed_at`` or ``metrics``, not even when ``Prefer: wait`` brings
+        it back ``processing`` (test_models_predictions_create_blocking[*].yaml, 2024-10);
+        a get or cancel has ``started_at`` only once started and ``completed_at`` and
+        ``metrics`` only once finished (test_run_without_token.yaml, predictions-get.yaml,
+        predictions-cancel.yaml). Keys newer than those cassettes come from Replicate's
+        current OpenAPI document: ``urls.web`` (required there), ``deadline``, ``source``
+        (that one also in a 2026 create answer quoted in a public repository).
+        """
         api = f"{base_url}/v1/predictions/{self.id}"
-        urls = {"cancel": f"{api}/cancel", "get": api, "web": f"https://replicate.com/p/{self.id}"}
+        urls = {"cancel": f"{api}/cancel", "get": api}
         if self.has_stream:
             urls["stream"] = f"{stream_base}/v1/streams/{self.id}"
+        urls["web"] = f"https://replicate.com/p/{self.id}"
         body: dict[str, Any] = {
             "id": self.id,
             "model": self.model,
@@ -175,17 +187,20 @@ class Prediction:
             "error": self.error,
             "source": "api",
             "status": self.status,
-            "created_at": iso(self.created_ns, 6),
-            "started_at": iso(self.started_ns, 9),
-            "completed_at": iso(self.completed_ns, 9),
-            "urls": urls,
+            # Milliseconds, as in every answer since 2024 (the cassettes, a 2025 webhook body).
+            "created_at": iso(self.created_ns, 3),
         }
+        if not for_create and self.started_ns is not None:
+            body["started_at"] = iso(self.started_ns, 9)
+        if not for_create and self.terminal:
+            body["completed_at"] = iso(self.completed_ns, 9)
+        body["urls"] = urls
+        if not for_create and self.terminal:
+            body["metrics"] = dict(self.metrics)
         if self.deadline_ns is not None:
             body["deadline"] = iso(self.deadline_ns, 6)
         if self.webhook is not None:
             body["webhook"] = self.webhook
-        if self.terminal:
-            body["metrics"] = dict(self.metrics)
         return body
 
 

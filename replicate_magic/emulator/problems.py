@@ -38,26 +38,31 @@ _CLOUDFLARE_502 = """<!DOCTYPE html>
 """
 
 
-def problem(status: int, detail: str, title: str | None = None, **extra: Any) -> web.Response:
-    body: dict[str, Any] = {}
-    if title is not None:
-        body["title"] = title
-    body.update({"detail": detail, "status": status}, **extra)
+def _problem_json(body: dict[str, Any], status: int) -> web.Response:
     return web.json_response(body, status=status, content_type=PROBLEM_JSON)
 
 
+def problem(status: int, detail: str, title: str | None = None, **extra: Any) -> web.Response:
+    """title, detail, status: the key order of Replicate's 401 and 422-version bodies."""
+    body: dict[str, Any] = {} if title is None else {"title": title}
+    body.update({"detail": detail, "status": status}, **extra)
+    return _problem_json(body, status)
+
+
 def unauthenticated() -> web.Response:
+    # Word for word: replicate-python tests/cassettes/run__invalid-token.yaml.
     return problem(401, "You did not pass a valid authentication token", "Unauthenticated")
 
 
-def not_found(detail: str = "The requested resource could not be found.") -> web.Response:
-    return problem(404, detail, "Not found")
+def not_found() -> web.Response:
+    """Every missing thing (model, version, prediction, stream, route) gets the same generic body.
 
-
-def model_not_found() -> web.Response:
-    """What Replicate answers for a model it does not have: a generic body naming nothing
-    (a friendlier one here once hid a client that never said which model was meant)."""
-    return web.json_response({"detail": "Not found.", "status": 404}, status=404)
+    Recorded for a missing model; the other 404s are assumed to match it (the API's
+    framework default), so that no emulator 404 names more than Replicate's would. A 404
+    without a title is application/problem+json (tests/cassettes/
+    trainings-create__invalid-destination.yaml).
+    """
+    return _problem_json({"detail": "Not found.", "status": 404}, 404)
 
 
 def foreign_host(expected: str | None) -> web.Response:
@@ -74,6 +79,7 @@ def payload_too_large(limit: int) -> web.Response:
 
 
 def invalid_version() -> web.Response:
+    # Word for word: a real answer quoted in replicate/getting-started-nextjs issue #125.
     return problem(
         422,
         "The specified version does not exist (or perhaps you don't have permission to use it?)",
@@ -82,23 +88,34 @@ def invalid_version() -> web.Response:
 
 
 def validation_failed(errors: list[InvalidField]) -> web.Response:
-    detail = "".join(f"- {e.field}: {e.description}\n" for e in errors)
-    return problem(422, detail, "Input validation failed",
-                   invalid_fields=[e.as_json() for e in errors])
+    """Replicate's 422 for a body or input that fails its schema.
+
+    Shape, key order and wording of real answers quoted in public repositories, e.g.
+    {"detail":"- version is required\\n- Additional property model is not allowed\\n",
+    "status":422,"title":"Input validation failed","invalid_fields":[...]}: one detail line
+    per field, without "<field>: " when the field is the body itself ("").
+    """
+    detail = "".join(f"- {e.field}: {e.description}\n" if e.field else f"- {e.description}\n"
+                     for e in errors)
+    return _problem_json({"detail": detail, "status": 422, "title": "Input validation failed",
+                          "invalid_fields": [e.as_json() for e in errors]}, 422)
 
 
 def throttled(retry_after: float) -> web.Response:
+    """Body as documented (replicate.com/docs/topics/predictions/rate-limits): a detail only."""
     seconds = max(0, math.ceil(retry_after))
     unit = "second" if seconds == 1 else "seconds"
-    response = problem(429, f"Request was throttled. Expected available in {seconds} {unit}.",
-                       "Too Many Requests")
+    response = _problem_json({"detail": f"Request was throttled. Expected available in {seconds} {unit}."},
+                             429)
     response.headers["Retry-After"] = str(seconds)
     return response
 
 
 def billing_required() -> web.Response:
-    return problem(402, "You need to set up billing to run this model. "
-                   "Go to https://replicate.com/account/billing and set up billing (emulated).",
+    # Word for word: a real answer quoted in replicate/replicate-javascript issue #342.
+    return problem(402, "You need to set up billing to run this model. Go to "
+                   "https://replicate.com/account/billing#billing to set it up. If you have "
+                   "recently set up billing, please wait a few minutes before trying again.",
                    "Billing required")
 
 

@@ -16,7 +16,7 @@ __all__ = ["respond", "tokenize", "count_input_tokens", "conversation"]
 
 # Words keep their leading whitespace (" world"), newlines are tokens of their own,
 # punctuation and symbols are single tokens. Lossless: "".join(tokenize(t)) == t.
-_TOKEN_RE = re.compile(r"\n|[^\S\n]*[\w'’]+|[^\S\n]*[^\w\s]|[^\S\n]+")
+_TOKEN_RE = re.compile(r"\n|[^\S\n]*[\w'\u2019]+|[^\S\n]*[^\w\s]|[^\S\n]+")
 _ROLE_RE = re.compile(r"^(System|User|Assistant|Developer|Tool):[ \t]?(.*)$")
 _MAX_TOKEN_KEYS = ("max_tokens", "max_new_tokens", "max_completion_tokens", "max_output_tokens")
 

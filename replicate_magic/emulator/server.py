@@ -16,7 +16,10 @@ from .api import make_api_app
 from .faults import Faults
 from .hosts import WILDCARD_HOSTS
 from .limits import (
-    DEFAULT_MAX_PREDICTIONS, DEFAULT_MAX_RECORDED_BODY, DEFAULT_MAX_REQUESTS, PredictionStore,
+    DEFAULT_MAX_PREDICTIONS,
+    DEFAULT_MAX_RECORDED_BODY,
+    DEFAULT_MAX_REQUESTS,
+    PredictionStore,
     RecentList,
 )
 from .state import EmulatorState, RecordedRequest

@@ -13,11 +13,20 @@ from aiohttp import web
 from .faults import FaultBook
 from .hosts import expected_host, host_allowed
 from .limits import (
-    DEFAULT_MAX_PREDICTIONS, DEFAULT_MAX_RECORDED_BODY, DEFAULT_MAX_REQUESTS, MAX_BODY,
-    PredictionStore, RecentList,
+    DEFAULT_MAX_PREDICTIONS,
+    DEFAULT_MAX_RECORDED_BODY,
+    DEFAULT_MAX_REQUESTS,
+    MAX_BODY,
+    PredictionStore,
+    RecentList,
 )
 from .problems import (
-    cloudflare_bad_gateway, foreign_host, internal_error, not_found, payload_too_large, problem,
+    cloudflare_bad_gateway,
+    foreign_host,
+    internal_error,
+    not_found,
+    payload_too_large,
+    problem,
     unauthenticated,
 )
 

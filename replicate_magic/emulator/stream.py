@@ -69,7 +69,7 @@ async def stream_prediction(request: web.Request) -> web.StreamResponse:
     state: EmulatorState = request.app[STATE_KEY]
     pred = state.predictions.get(request.match_info["id"])
     if pred is None or not pred.has_stream:
-        return not_found(f"Prediction {request.match_info['id']} does not exist")
+        return not_found()
     pred.connections += 1
     faults = pred.faults
     drops = faults.drop_after is not None and (pred.connections == 1 or faults.drop_every_connection)

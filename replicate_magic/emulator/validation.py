@@ -10,8 +10,22 @@ from typing import Any
 
 __all__ = ["InvalidField", "validate_body", "validate_input", "parse_cancel_after"]
 
-_BODY_KEYS = {"input", "stream", "webhook", "webhook_events_filter", "webhook_completed"}
-_WEBHOOK_EVENTS = {"start", "output", "logs", "completed"}
+# The create-prediction body schemas of Replicate's OpenAPI document (prediction_request,
+# version_prediction_request; both additionalProperties: false). webhook_completed is the
+# older spelling of webhook that earlier clients send.
+_WEBHOOK_EVENTS = ["start", "output", "logs", "completed"]
+_BODY_PROPERTIES: dict[str, dict[str, Any]] = {
+    "input": {"type": "object"},
+    "stream": {"type": "boolean"},
+    "webhook": {"type": "string"},
+    "webhook_completed": {"type": "string"},
+    "webhook_events_filter": {"type": "array", "items": {"type": "string", "enum": _WEBHOOK_EVENTS}},
+}
+_MODEL_BODY: dict[str, Any] = {"required": ["input"], "properties": _BODY_PROPERTIES}
+_VERSION_BODY: dict[str, Any] = {
+    "required": ["version", "input"],
+    "properties": {"version": {"type": "string"}, **_BODY_PROPERTIES},
+}
 _NUMBER = r"[0-9]+(?:\.[0-9]+)?"  # ASCII digits only: \d would take any script's digits
 _SECONDS_RE = re.compile(_NUMBER)
 _DURATION_RE = re.compile(rf"(?:({_NUMBER})h)?(?:({_NUMBER})m)?(?:({_NUMBER})s)?")
@@ -52,7 +66,20 @@ def _matches(value: Any, expected: str) -> bool:
     return actual == expected
 
 
-def _check(field: str, value: Any, prop: dict[str, Any]) -> list[InvalidField]:
+def _number(value: float) -> str:
+    """A bound as real answers print it: "Must be less than or equal to 4", not 4.0."""
+    return f"{value:.10g}"
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix and name else prefix or name
+
+
+def _check(prefix: str, name: str, value: Any, prop: dict[str, Any]) -> list[InvalidField]:
+    """Errors of one value. `name` is its path inside the object being validated (the enum
+    message names that, not the full path: real 422s say "output_format must be one of
+    the following" for field input.output_format); the reported field is prefix + name."""
+    field = _join(prefix, name)
     expected = prop.get("type")
     if expected and not _matches(value, expected):
         return [InvalidField(
@@ -62,19 +89,20 @@ def _check(field: str, value: Any, prop: dict[str, Any]) -> list[InvalidField]:
     errors = []
     if "enum" in prop and value not in prop["enum"]:
         allowed = ", ".join(json.dumps(v) for v in prop["enum"])
-        errors.append(InvalidField("enum", field, f"{field} must be one of the following: {allowed}"))
+        errors.append(InvalidField("enum", field, f"{name} must be one of the following: {allowed}"))
     if _type_name(value) in ("integer", "number"):
+        # Type names as a real 422 reports them ("number_lte" for input.num_inference_steps).
         if "minimum" in prop and value < prop["minimum"]:
             errors.append(InvalidField(
-                "greater_equal", field, f"Must be greater than or equal to {prop['minimum']}"
+                "number_gte", field, f"Must be greater than or equal to {_number(prop['minimum'])}"
             ))
         if "maximum" in prop and value > prop["maximum"]:
             errors.append(InvalidField(
-                "less_equal", field, f"Must be less than or equal to {prop['maximum']}"
+                "number_lte", field, f"Must be less than or equal to {_number(prop['maximum'])}"
             ))
     if expected == "array" and "items" in prop:
         for i, item in enumerate(value):
-            errors += _check(f"{field}.{i}", item, prop["items"])
+            errors += _check(prefix, _join(name, str(i)), item, prop["items"])
     return errors
 
 
@@ -87,35 +115,34 @@ def validate_input(input: dict[str, Any], schema: dict[str, Any]) -> list[Invali
     ]
     for name, prop in schema.get("properties", {}).items():
         if name in input:
-            errors += _check(f"input.{name}", input[name], prop)
+            errors += _check("input", name, input[name], prop)
     return errors
 
 
-def validate_body(body: Any, allowed_extra: frozenset[str] = frozenset()) -> list[InvalidField]:
-    """Check the top level of a create-prediction body (the API rejects extra properties)."""
+def validate_body(body: Any, version_required: bool = False) -> list[InvalidField]:
+    """Check the top level of a create-prediction body against the API's own schema.
+
+    As real 422s show (replicate.com changelog 2024-05-01; real bodies quoted in public
+    repositories): top-level errors have the field "", missing keys come first, then the
+    keys the schema does not allow (additionalProperties: false).
+    """
     if not isinstance(body, dict):
-        return [InvalidField("invalid_type", "(root)", "Invalid type. Expected: object, given: "
+        return [InvalidField("invalid_type", "", "Invalid type. Expected: object, given: "
                              + _type_name(body))]
+    schema = _VERSION_BODY if version_required else _MODEL_BODY
     errors = [
-        InvalidField("additional_property_not_allowed", "(root)",
-                     f"Additional property {key} is not allowed")
-        for key in body
-        if key not in _BODY_KEYS | allowed_extra
+        InvalidField("required", "", f"{name} is required")
+        for name in schema["required"]
+        if name not in body
     ]
-    if "input" not in body:
-        errors.append(InvalidField("required", "(root)", "input is required"))
-    elif not isinstance(body["input"], dict):
-        errors.append(InvalidField("invalid_type", "input",
-                                   f"Invalid type. Expected: object, given: {_type_name(body['input'])}"))
-    if "stream" in body and not isinstance(body["stream"], bool):
-        errors.append(InvalidField("invalid_type", "stream",
-                                   f"Invalid type. Expected: boolean, given: {_type_name(body['stream'])}"))
-    events = body.get("webhook_events_filter")
-    if events is not None and (
-        not isinstance(events, list) or any(e not in _WEBHOOK_EVENTS for e in events)
-    ):
-        errors.append(InvalidField("enum", "webhook_events_filter",
-                                   "webhook_events_filter must be a list of: start, output, logs, completed"))
+    errors += [
+        InvalidField("additional_property_not_allowed", "", f"Additional property {key} is not allowed")
+        for key in body
+        if key not in schema["properties"]
+    ]
+    for name, prop in schema["properties"].items():
+        if name in body:
+            errors += _check("", name, body[name], prop)
     return errors
 
 

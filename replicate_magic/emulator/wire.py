@@ -21,7 +21,7 @@ def encode_event(event_id: str, name: str, data: str, line_ending: str = "\n") -
 
 
 def encode_comment(text: str, line_ending: str = "\n") -> bytes:
-    return f": {text}{line_ending}{line_ending}".encode("utf-8")
+    return f": {text}{line_ending}{line_ending}".encode()
 
 
 def split_pieces(data: bytes, start: int = 0) -> Iterator[bytes]:
