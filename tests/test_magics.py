@@ -438,3 +438,16 @@ def test_a_terminal_shows_the_cold_start_on_standard_error(ip, env_emu, capsys):
     assert captured.out.startswith("Warm now")  # the reply alone on standard output
     assert "[asking meta/meta-llama-3-70b-instruct…]\n" in captured.err
     assert "[Shard 3 of 8]\n" in captured.err
+
+
+def test_an_interrupt_before_anything_was_sent_is_one_line(ip, env_emu, monkeypatch):
+    from replicate_magic import magics
+    from replicate_magic.errors import ReplyInterrupted
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # as if Ctrl-C landed while the prompt was being expanded
+
+    monkeypatch.setattr(magics, "expand", interrupted)
+    with pytest.raises(ReplyInterrupted, match="^Interrupted before anything was sent; nothing was asked.$"):
+        ask(ip, "", "Hi {x}")
+    assert not [r for r in env_emu.requests if r.method == "POST"]
