@@ -14,7 +14,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,7 +27,7 @@ MAX_RETRY_WAIT = 30.0
 _MESSAGE_LIMIT = 300
 _PREDICTION_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _SECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")  # ASCII only: "²".isdigit() is True
-_URL_KEYS = ("get", "cancel", "stream", "web")
+URL_KEYS = ("get", "cancel", "stream", "web")
 
 
 def parse_json_object(body: str, what: str) -> dict[str, Any]:
@@ -46,8 +46,9 @@ def parse_json_object(body: str, what: str) -> dict[str, Any]:
     return data
 
 
-def checked_prediction(data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` (from ``parse_json_object``) when it has the shape of a prediction; else a ResponseError.
+def check_prediction(data: Mapping[str, Any]) -> str:
+    """The prediction id of ``data`` (from ``parse_json_object``) when it has the shape of a
+    prediction; else a ResponseError. ``prediction.Prediction.parse`` builds the value.
 
     The error carries the prediction id when that much is valid, so the caller can still
     cancel what was made.
@@ -61,7 +62,7 @@ def checked_prediction(data: dict[str, Any]) -> dict[str, Any]:
     if problem:
         raise ResponseError(f"Replicate answered with a malformed prediction {prediction_id}: {problem}",
                             prediction_id=prediction_id)
-    return data
+    return prediction_id
 
 
 def url_problem(url: str) -> str | None:
@@ -106,7 +107,7 @@ def server_text(value: Any, redact: Callable[[str], str], limit: int = _MESSAGE_
     return shorten(redact(text), limit)
 
 
-def _shape_problem(data: dict[str, Any]) -> str | None:
+def _shape_problem(data: Mapping[str, Any]) -> str | None:
     urls = data.get("urls")
     if urls is not None:
         if not isinstance(urls, dict):
@@ -114,7 +115,7 @@ def _shape_problem(data: dict[str, Any]) -> str | None:
         for key, url in urls.items():
             if url is not None and not isinstance(url, str):
                 return f"urls.{key} is not a string"
-        for key in _URL_KEYS:
+        for key in URL_KEYS:
             url = urls.get(key)
             problem = url_problem(url) if isinstance(url, str) else None
             if problem:

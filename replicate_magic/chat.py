@@ -32,6 +32,7 @@ class Metrics:
     time_to_first_token: float | None
     tokens_per_second: float | None
     total_time: float | None
+    waited: float | None = None  # seconds the client waited out Replicate's rate limit
 
     def line(self) -> str:
         parts = [self.model]
@@ -43,6 +44,8 @@ class Metrics:
             parts.append(f"{self.tokens_per_second:.1f} tokens/s")
         if self.total_time is not None:
             parts.append(f"{self.total_time:.1f} s")
+        if self.waited:
+            parts.append(f"waited {self.waited:.1f} s for the rate limit")
         return " · ".join(parts)
 
 
@@ -93,7 +96,8 @@ class ChatSession:
                 on_token(text)
         elapsed = time.monotonic() - started
         self._record(request, model, stream.text)
-        measured = _metrics(model, {}, count, None if first is None else first - started, elapsed)
+        measured = _metrics(model, {}, count, None if first is None else first - started, elapsed,
+                            waited=stream.rate_limited_for)
         return TurnResult(
             text=stream.text,
             model=model,
@@ -122,14 +126,17 @@ class ChatSession:
 
 async def _reported_metrics(stream: PredictionStream, measured: Metrics) -> Metrics:
     try:
-        reported = (await stream.final_prediction()).get("metrics") or {}
+        reported = (await stream.final_prediction()).metrics
     except ResponseError:
         return measured  # the reply is complete; metrics are a nicety
     return _metrics(measured.model, reported, measured.output_tokens or 0,
-                    measured.time_to_first_token, measured.total_time or 0.0)
+                    measured.time_to_first_token, measured.total_time or 0.0, waited=measured.waited)
 
 
-def _metrics(model: str, reported: Mapping[str, Any], count: int, first: float | None, elapsed: float) -> Metrics:
+def _metrics(
+    model: str, reported: Mapping[str, Any], count: int, first: float | None, elapsed: float,
+    *, waited: float | None = None,
+) -> Metrics:
     """Replicate's own figures where it gives them, else what the client measured."""
 
     def number(key: str) -> float | None:
@@ -145,4 +152,5 @@ def _metrics(model: str, reported: Mapping[str, Any], count: int, first: float |
         time_to_first_token=number("time_to_first_token") if number("time_to_first_token") is not None else first,
         tokens_per_second=number("tokens_per_second") or (count / streamed_for if streamed_for > 0 and count else None),
         total_time=number("total_time") or elapsed,
+        waited=waited,
     )

@@ -10,9 +10,10 @@ Authorization header included, and ``%xmode Verbose`` would print them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Mapping
+import logging
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -20,7 +21,6 @@ import aiohttp
 from .answers import (
     MAX_ERROR_BODY_BYTES,
     MAX_JSON_BYTES,
-    checked_prediction,
     parse_json_object,
     retry_delay,
     shorten,
@@ -44,11 +44,14 @@ from .errors import (
     missing_token_error,
     parse_problem,
 )
-from .inputs import ModelRef, input_properties
+from .inputs import ModelRef
+from .prediction import Prediction
+from .schemas import ModelSchema, SchemaCache, SchemaUnavailableError, default_schemas
 from .sessions import inflight, new_session, proxy_for, shared_session
 from .settings import Timeouts
 from .sse import EventDecoder, EventTooLarge, ServerSentEvent
 
+log = logging.getLogger(__name__)
 USER_AGENT = "replicate-magic/0.1"
 _MAX_ATTEMPTS = 4  # one try and three retries, for 429 (any method) and 5xx (GET only)
 _MAX_RESUMES = 5  # reconnects of one event stream with Last-Event-ID
@@ -57,8 +60,22 @@ _RETRYABLE = (429, 500, 502, 503, 504)
 _CANCEL_TRIES = 3
 _CANCEL_BUDGET = 5.0  # seconds for all tries
 _CANCEL_TRY = 2.0  # seconds for one try
-# Schemas are fetched once per model and base URL; they change only with a new version.
-_schema_cache: dict[tuple[str, str], dict[str, Any] | None] = {}
+
+
+@dataclass(frozen=True)
+class RateLimitWait:
+    """Replicate answered 429: the client waits ``seconds``, then makes try ``next_try``."""
+
+    seconds: float
+    next_try: int
+    tries: int
+
+    def __str__(self) -> str:
+        seconds = round(self.seconds, 1)
+        return f"rate limited by Replicate; retrying in {seconds:g} s (try {self.next_try} of {self.tries})"
+
+
+OnWait = Callable[[RateLimitWait], None]  # told as each wait starts, so a long pause is never silent
 
 
 class StreamLost(Exception):
@@ -107,6 +124,7 @@ class ReplicateClient:
         proxy: str | None = None,
         timeouts: Timeouts = Timeouts(),
         headers: Mapping[str, str] | None = None,
+        schemas: SchemaCache | None = None,
     ) -> None:
         self.base_url = base_url.strip().rstrip("/")
         problem = base_url_problem(self.base_url)
@@ -119,6 +137,7 @@ class ReplicateClient:
         self._token = token
         self.proxy = proxy or None
         self.timeouts = timeouts
+        self.schemas = default_schemas if schemas is None else schemas
         # The token is the only credential, and it goes only where may_send_token() allows.
         extra = {k: v for k, v in (headers or {}).items() if k.lower() not in ("authorization", "cookie")}
         self._headers = {"User-Agent": USER_AGENT, **extra}
@@ -132,42 +151,61 @@ class ReplicateClient:
         proxy: str | None = None,
         timeouts: Timeouts = Timeouts(),
         headers: Mapping[str, str] | None = None,
+        schemas: SchemaCache | None = None,
     ) -> ReplicateClient:
         """A client on the running loop's shared session, with the token found now.
 
         The token comes from ``api_key``, else the environment; none raises MissingAuthError.
-        ``base_url`` defaults to REPLICATE_BASE_URL, else Replicate's API.
+        ``base_url`` defaults to REPLICATE_BASE_URL, else Replicate's API. ``schemas``
+        defaults to the process's ``schemas.default_schemas``.
         """
         token = find_token(api_key)
         if token is None:
             raise missing_token_error()
         return cls(await shared_session(), token, base_url=base_url or _env_base_url(), proxy=proxy,
-                   timeouts=timeouts, headers=headers)
+                   timeouts=timeouts, headers=headers, schemas=schemas)
 
     def __repr__(self) -> str:  # never the token
         return f"ReplicateClient(base_url={self.base_url!r})"
 
     # -- predictions ----------------------------------------------------------------------
 
-    async def input_properties(self, ref: ModelRef) -> dict[str, Any] | None:
-        """The model's input schema properties, or None where none can be had."""
-        if ref.slug is None:  # a bare version id names no model to ask about
+    async def model_schema(self, ref: ModelRef, *, on_wait: OnWait | None = None) -> ModelSchema | None:
+        """The model's schema, from the cache while fresh, else fetched; None for a bare version
+        id, which names no model to ask about.
+
+        When fetching fails in passing (5xx, 429, a timeout, an HTML page), a schema fetched
+        before is used; with none known, SchemaUnavailableError, so nothing is sent on guessed
+        keys. Any other failure (a 404 for an unknown model, a 401) is raised as it is.
+        """
+        if ref.slug is None:
             return None
         key = (self.base_url, str(ref))
-        if key not in _schema_cache:
-            path = f"/v1/models/{ref.slug}" + (f"/versions/{ref.version}" if ref.version else "")
-            try:
-                data = await self.request("GET", path)
-            except ResponseError as error:
-                if error.status == 404:
-                    raise
-                return None  # a passing failure: use the fallback mapping, ask again next time
-            version = data if ref.version else data.get("latest_version")
-            schema = version.get("openapi_schema") if isinstance(version, dict) else None
-            _schema_cache[key] = input_properties(schema)
-        return _schema_cache[key]
+        schema = self.schemas.fresh(key)
+        if schema is not None:
+            return schema
+        try:
+            schema = await self._fetch_schema(ref, ref.slug, on_wait)
+        except ResponseError as error:
+            if not _passing(error):
+                raise
+            known = self.schemas.last_known(key)
+            if known is None:
+                raise _schema_unavailable(ref, error) from None
+            log.info("the schema of %s could not be fetched again (%s); using the one fetched before", ref, error)
+            return known
+        self.schemas.put(key, schema)
+        return schema
 
-    async def create_prediction(self, ref: ModelRef, inputs: dict[str, Any]) -> dict[str, Any]:
+    async def _fetch_schema(self, ref: ModelRef, slug: str, on_wait: OnWait | None) -> ModelSchema:
+        path = f"/v1/models/{slug}" + (f"/versions/{ref.version}" if ref.version else "")
+        data = await self.request("GET", path, on_wait=on_wait)
+        version = data if ref.version else data.get("latest_version")
+        return ModelSchema.parse(version.get("openapi_schema") if isinstance(version, dict) else None)
+
+    async def create_prediction(
+        self, ref: ModelRef, inputs: dict[str, Any], *, on_wait: OnWait | None = None,
+    ) -> Prediction:
         """Create it; only 429 is retried, since a failed POST may still have made something.
 
         If the caller is cancelled before the answer arrives, the request runs on in the
@@ -179,41 +217,48 @@ class ReplicateClient:
         else:
             body, path = {}, f"/v1/models/{ref.slug}/predictions"
         body.update(input=inputs, stream=True)
-        answer = await self._answered("POST", self.base_url + path, body, adopt=True)
+        answer = await self._answered("POST", self.base_url + path, body, adopt=True, on_wait=on_wait)
         try:
             return await self._created(answer)
         except _MalformedCreate as malformed:
             error, outcome = malformed.error, malformed.outcome
             raise ResponseError(f"{error} ({outcome.message()})", prediction_id=error.prediction_id) from None
 
-    async def get_prediction(self, prediction: Mapping[str, Any]) -> dict[str, Any]:
+    async def get_prediction(self, prediction: Prediction, *, on_wait: OnWait | None = None) -> Prediction:
         url = self._api_url(prediction, "get")
-        return checked_prediction(await self.request("GET", url))
+        return Prediction.parse(await self.request("GET", url, on_wait=on_wait))
 
-    def ended(self, prediction: Mapping[str, Any]) -> None:
+    def ended(self, prediction: Prediction) -> None:
         """The prediction was seen to end on Replicate: nothing to cancel any more."""
-        self._registry().ended(prediction["id"])
+        self._registry().ended(prediction.id)
 
-    async def cancel_prediction(self, prediction: Mapping[str, Any]) -> CancelOutcome:
+    async def cancel_prediction(self, prediction: Prediction) -> CancelOutcome:
         """Cancel it on Replicate and say whether that worked; never raises a ResponseError.
 
         Retried on 429, 5xx, timeouts and dropped connections (3 tries within about 5 s). The
         cancel runs as a task of the loop's registry: cancelling the caller does not stop it.
         """
-        cancel = self._registry().cancel(prediction["id"], lambda: self._send_cancel(prediction))
+        cancel = self._registry().cancel(prediction.id, lambda: self._send_cancel(prediction))
         return await asyncio.shield(cancel)
 
     # -- requests -------------------------------------------------------------------------
 
-    async def request(self, method: str, url: str, *, json: Any = None) -> dict[str, Any]:
+    async def request(
+        self, method: str, url: str, *, json: Any = None, on_wait: OnWait | None = None,
+    ) -> dict[str, Any]:
         """JSON request with bounded retries; raises our errors, never aiohttp's."""
         if url.startswith("/"):
             url = self.base_url + url
-        answer = await self._answered(method, url, json)
+        answer = await self._answered(method, url, json, on_wait=on_wait)
         return parse_json_object(answer.body, f"{method} {urlsplit(url).path}")
 
-    async def _answered(self, method: str, url: str, json: Any, *, adopt: bool = False) -> _Answer:
-        """A 2xx answer, after retries: 429 for any method, 5xx and timeouts for GET only."""
+    async def _answered(
+        self, method: str, url: str, json: Any, *, adopt: bool = False, on_wait: OnWait | None = None,
+    ) -> _Answer:
+        """A 2xx answer, after retries: 429 for any method, 5xx and timeouts for GET only.
+
+        ``on_wait`` hears of every wait for a rate limit as it starts.
+        """
         idempotent = method == "GET"
         for attempt in range(_MAX_ATTEMPTS):
             last = attempt == _MAX_ATTEMPTS - 1
@@ -226,7 +271,10 @@ class ReplicateClient:
             if answer.status < 300:
                 return answer
             if not last and (answer.status == 429 or (idempotent and answer.status in _RETRYABLE)):
-                await asyncio.sleep(retry_delay(answer.retry_after, attempt))
+                delay = retry_delay(answer.retry_after, attempt)
+                if answer.status == 429 and on_wait is not None:
+                    on_wait(RateLimitWait(delay, attempt + 2, _MAX_ATTEMPTS))
+                await asyncio.sleep(delay)
                 continue
             raise self._http_error(answer)
         raise AssertionError("unreachable")  # the loop always returns or raises
@@ -275,17 +323,17 @@ class ReplicateClient:
 
     # -- creates and cancels --------------------------------------------------------------
 
-    async def _created(self, answer: _Answer) -> dict[str, Any]:
+    async def _created(self, answer: _Answer) -> Prediction:
         """The created prediction, registered as running; malformed but with an id: cancelled."""
         data = parse_json_object(answer.body, "the create")
         try:
-            prediction = checked_prediction(data)
+            prediction = Prediction.parse(data)
         except ResponseError as error:
             if error.prediction_id is None:
                 raise
-            outcome = await self.cancel_prediction({"id": error.prediction_id})
+            outcome = await self.cancel_prediction(Prediction(error.prediction_id))
             raise _MalformedCreate(error, outcome) from None
-        self._registry().opened(prediction["id"], lambda: self._send_cancel(prediction))
+        self._registry().opened(prediction.id, lambda: self._send_cancel(prediction))
         return prediction
 
     async def _settle_stopped_create(self, exchange: asyncio.Future[_Answer]) -> CancelOutcome | None:
@@ -304,15 +352,15 @@ class ReplicateClient:
             return CancelOutcome(None, False, str(error))
         return await self.cancel_prediction(prediction)
 
-    async def _send_cancel(self, prediction: Mapping[str, Any]) -> CancelOutcome:
+    async def _send_cancel(self, prediction: Prediction) -> CancelOutcome:
         if not self._session.closed:
             return await self._try_cancel(prediction, self._session)
         # Closed under us (by someone else, or at shutdown): the cancel must still go out.
         async with new_session() as once:
             return await self._try_cancel(prediction, once)
 
-    async def _try_cancel(self, prediction: Mapping[str, Any], session: aiohttp.ClientSession) -> CancelOutcome:
-        prediction_id = prediction["id"]
+    async def _try_cancel(self, prediction: Prediction, session: aiohttp.ClientSession) -> CancelOutcome:
+        prediction_id = prediction.id
         url = self._api_url(prediction, "cancel")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _CANCEL_BUDGET
@@ -345,14 +393,15 @@ class ReplicateClient:
 
     # -- the event stream -----------------------------------------------------------------
 
-    async def events(self, prediction: Mapping[str, Any]) -> AsyncGenerator[ServerSentEvent, None]:
+    async def events(self, prediction: Prediction) -> AsyncGenerator[ServerSentEvent, None]:
         """Events up to and including ``done``, resuming dropped connections by Last-Event-ID.
 
-        Raises StreamLost when the stream cannot be resumed, StreamError when it stalls, grows
-        past the decoder's limits, or loses its HTTP session.
+        Raises StreamLost when the stream cannot be resumed (or the prediction names none),
+        StreamError when it stalls, grows past the decoder's limits, or loses its HTTP session.
         """
-        url = prediction["urls"]["stream"]
-        prediction_id = prediction.get("id")
+        url, prediction_id = prediction.urls.stream, prediction.id
+        if url is None:
+            raise StreamLost("the prediction names no event stream")
         decoder = EventDecoder(keep_dataless=True)
         for resume in range(_MAX_RESUMES + 1):
             if resume:
@@ -432,14 +481,13 @@ class ReplicateClient:
         return {"headers": headers if headers is not None else self._headers_for(url),
                 "proxy": self.proxy or proxy_for(url), "timeout": timeout, "allow_redirects": False}
 
-    def _api_url(self, prediction: Mapping[str, Any], kind: str) -> str:
+    def _api_url(self, prediction: Prediction, kind: Literal["get", "cancel"]) -> str:
         """``urls.get`` / ``urls.cancel`` when on the API's own origin, else built from the id."""
-        urls = prediction.get("urls")
-        url = urls.get(kind) if isinstance(urls, dict) else None
-        if isinstance(url, str) and same_origin(url, self.base_url):
+        url = prediction.urls.get if kind == "get" else prediction.urls.cancel
+        if url is not None and same_origin(url, self.base_url):
             return url
         suffix = "/cancel" if kind == "cancel" else ""
-        return f"{self.base_url}/v1/predictions/{prediction['id']}{suffix}"
+        return f"{self.base_url}/v1/predictions/{prediction.id}{suffix}"
 
     def _http_error(self, answer: _Answer) -> Exception:
         title, detail = parse_problem(answer.status, answer.content_type, answer.body)  # body: redacted
@@ -467,3 +515,20 @@ class ReplicateClient:
     def redact_text(self, text: str) -> str:
         """``text`` with every copy of the token replaced."""
         return text.replace(self._token, "[token]") if self._token else text
+
+
+def _passing(error: ResponseError) -> bool:
+    """A failure that says nothing about the model: worth another try later (no status: a
+    timeout, a dropped connection, an answer that is not JSON)."""
+    return error.status is None or error.status == 429 or error.status >= 500
+
+
+def _schema_unavailable(ref: ModelRef, error: ResponseError) -> SchemaUnavailableError:
+    """One sentence: which schema, why not (the failure without its own advice), what next."""
+    reason, _, advice = str(error).partition(" Next: ")
+    if error.status is not None:  # Replicate answered, with a passing failure: waiting is the advice
+        advice = ""
+    return SchemaUnavailableError(
+        f"Could not read the input schema of {ref} ({reason.rstrip('.')}); nothing was sent. "
+        f"Next: {advice.rstrip('.') or 'try again in a moment'}.",
+        status=error.status, title=error.title, detail=error.detail)

@@ -4,8 +4,10 @@ Replicate's text models disagree on names: the length limit is ``max_tokens``,
 ``max_new_tokens``, ``max_completion_tokens`` or ``max_output_tokens``; some take
 ``messages``, most take a ``prompt``; the system prompt may be ``system_prompt``,
 ``system_instruction`` or only part of the prompt. So inputs follow the model's own
-``openapi_schema`` (``components.schemas.Input.properties``); when no schema can be had,
-gpt4free's mapping (corrected) is the fallback.
+``openapi_schema`` (``components.schemas.Input.properties``). gpt4free's mapping
+(corrected) is used only where no schema can exist: a bare version id names no model to ask,
+and a model may declare no Input. Then the keys are guesses, and ``guess_note`` says so; a
+schema that merely failed to arrive is never replaced by guesses (``client.model_schema``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from .prompts import format_prompt, normalize, split_system
 
 MAX_TOKEN_KEYS = ("max_tokens", "max_new_tokens", "max_completion_tokens", "max_output_tokens")
 SYSTEM_KEYS = ("system_prompt", "system_instruction")
+# The keys gpt4free's mapping sends, in the order a note names them.
+GUESSED_KEYS = ("prompt", "system_prompt", "max_new_tokens", "temperature", "top_p", "top_k", "stop_sequences")
 _VERSION_ID = re.compile(r"^[0-9a-f]{64}$")
 _SLUG_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -95,7 +99,10 @@ def build_input(
     settings: Settings,
     properties: Mapping[str, Any] | None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """The ``input`` for a prediction, and the names of settings the model does not take."""
+    """The ``input`` for a prediction, and the names of settings the model does not take.
+
+    ``properties`` None means no schema exists (see the module's note): gpt4free's keys.
+    """
     plain = normalize(messages)
     own_system, rest = split_system(plain)
     if not any(m["content"].strip() for m in rest):
@@ -152,6 +159,12 @@ def _fallback_input(
         result["stop_sequences"] = _comma_joined(settings.stop)
     result.update(settings.extra)
     return result
+
+
+def guess_note(inputs: Mapping[str, Any], why: str) -> str:
+    """The note for the line under the reply when ``inputs`` came from the fallback mapping."""
+    keys = [key for key in GUESSED_KEYS if key in inputs]
+    return f"{why}: input keys guessed ({', '.join(keys)})"
 
 
 def _put(result: dict[str, Any], ignored: list[str], key: str | None, value: Any, name: str) -> None:

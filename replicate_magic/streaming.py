@@ -4,7 +4,8 @@ It fetches the model's schema, builds the input, creates the prediction, turns t
 stream into text (falling back to polling when the stream cannot be resumed), and, when the
 consumer stops early for any reason, cancels the prediction so nothing bills in the dark.
 Whether that cancel worked is kept in ``cancel_outcome`` (and reported to any
-``cancels.StopReport`` watching).
+``cancels.StopReport`` watching). Waits for Replicate's rate limit are told to ``on_log`` as
+they start and summed in ``rate_limited_for``.
 """
 
 from __future__ import annotations
@@ -19,21 +20,25 @@ from typing import Any
 
 from .answers import server_text
 from .cancels import CancelOutcome
-from .client import ReplicateClient, StreamLost
+from .client import OnWait, RateLimitWait, ReplicateClient, StreamLost
 from .environment import DEFAULT_BASE_URL
 from .errors import ModelError, ReplicateMagicError, ResponseError, StreamError
-from .inputs import Settings, build_input, fit_to_schema, parse_model
+from .inputs import ModelRef, Settings, build_input, fit_to_schema, guess_note, parse_model
+from .prediction import Prediction
+from .schemas import ModelSchema
 from .sse import ServerSentEvent
 from .textparts import TextParts
 
 log = logging.getLogger(__name__)
 _POLL_INTERVAL = 0.5  # Replicate's clients poll at this rate
-TERMINAL = ("succeeded", "failed", "canceled", "aborted")
 
 
 class PredictionStream:
-    """Iterate ``tokens()`` once; afterwards ``prediction``, ``text``, ``ignored`` and
-    ``cancel_outcome`` tell the rest."""
+    """Iterate ``tokens()`` once; afterwards ``prediction``, ``text``, ``ignored``, ``adjusted``,
+    ``schema``, ``rate_limited_for`` and ``cancel_outcome`` tell the rest.
+
+    ``on_log`` hears the model's log lines and the client's waits for a rate limit.
+    """
 
     def __init__(
         self,
@@ -49,9 +54,11 @@ class PredictionStream:
         self.messages = list(messages)
         self.settings = settings
         self.on_log = on_log
-        self.prediction: dict[str, Any] | None = None
+        self.prediction: Prediction | None = None
+        self.schema: ModelSchema | None = None  # None for a bare version id
         self.ignored: list[str] = []  # settings the model's schema does not take
-        self.adjusted: list[str] = []  # settings moved into the model's range, said as notes
+        self.adjusted: list[str] = []  # settings moved into the model's range, or keys guessed, said as notes
+        self.rate_limited_for = 0.0  # seconds waited for Replicate's rate limit
         self._received = TextParts()
         self.ended = False  # the prediction was seen to reach an end on Replicate
         self.cancel_outcome: CancelOutcome | None = None  # set when a cancel was needed
@@ -60,17 +67,13 @@ class PredictionStream:
         try:
             ref = parse_model(self.model)
             try:
-                properties = await self.client.input_properties(ref)
+                self.schema = await self.client.model_schema(ref, on_wait=self._on_wait)
             except ResponseError as error:
                 raise self._unknown_model(ref, error) from None
-            inputs, self.ignored = build_input(self.messages, self.settings, properties)
-            if self.ignored:
-                log.info("%s does not take %s; not sent", ref, ", ".join(self.ignored))
-            if properties is not None:  # checked against the model's declared bounds before sending
-                inputs, self.adjusted = fit_to_schema(inputs, properties)
+            inputs = self._inputs(ref)
             # Stopped while this is under way, the client cancels what it makes (in the background).
             try:
-                self.prediction = await self.client.create_prediction(ref, inputs)
+                self.prediction = await self.client.create_prediction(ref, inputs, on_wait=self._on_wait)
             except ResponseError as error:
                 raise self._unknown_model(ref, error) from None
             try:
@@ -84,6 +87,26 @@ class PredictionStream:
             # One boundary for every message built from server text: a model's error, a
             # prediction's error, an echoed request. None may show the token.
             raise self.client.redact(error) from None
+
+    def _inputs(self, ref: ModelRef) -> dict[str, Any]:
+        """The input for the model's declared keys, checked against its bounds; guessed (and
+        said so in ``adjusted``) only where no schema declares any."""
+        properties = None if self.schema is None else self.schema.properties
+        inputs, self.ignored = build_input(self.messages, self.settings, properties)
+        if self.ignored:
+            log.info("%s does not take %s; not sent", ref, ", ".join(self.ignored))
+        if properties is not None:
+            inputs, self.adjusted = fit_to_schema(inputs, properties)
+        else:
+            why = "no schema for a bare version id" if self.schema is None else f"{ref} declares no input schema"
+            self.adjusted = [guess_note(inputs, why)]
+        return inputs
+
+    def _on_wait(self, wait: RateLimitWait) -> None:
+        self.rate_limited_for += wait.seconds
+        log.info("%s: %s", self.model, wait)
+        if self.on_log is not None:
+            self.on_log(str(wait))
 
     def _unknown_model(self, ref: object, error: ResponseError) -> ResponseError:
         """A 404 for the model itself says which model; Replicate's own body is generic."""
@@ -103,7 +126,7 @@ class PredictionStream:
 
     @property
     def prediction_id(self) -> str | None:
-        return (self.prediction or {}).get("id")
+        return None if self.prediction is None else self.prediction.id
 
     async def cancel(self) -> CancelOutcome | None:
         """Cancel the prediction on Replicate unless it ended; the outcome says whether that worked.
@@ -117,11 +140,11 @@ class PredictionStream:
             self.cancel_outcome = await self.client.cancel_prediction(self.prediction)  # a failure is logged there
         return self.cancel_outcome
 
-    async def final_prediction(self) -> dict[str, Any]:
+    async def final_prediction(self) -> Prediction:
         """The prediction as Replicate reports it now (metrics appear once it has ended)."""
         assert self.prediction is not None, "tokens() has not created a prediction yet"
-        self.prediction = await self.client.get_prediction(self.prediction)
-        if self.prediction.get("status") in TERMINAL:
+        self.prediction = await self.client.get_prediction(self.prediction, on_wait=self._on_wait)
+        if self.prediction.terminal:
             self._seen_to_end()
         return self.prediction
 
@@ -132,7 +155,7 @@ class PredictionStream:
 
     async def _text(self) -> AsyncGenerator[str, None]:
         assert self.prediction is not None
-        if (self.prediction.get("urls") or {}).get("stream"):
+        if self.prediction.urls.stream:
             try:
                 async with aclosing(self.client.events(self.prediction)) as events:
                     async for event in events:
@@ -146,7 +169,7 @@ class PredictionStream:
             except StreamLost as lost:
                 log.info("prediction %s: %s; polling instead", self.prediction_id, lost)
         # No stream (a model that does not stream), or one that could not be resumed.
-        async with aclosing(poll_text(self.client, self.prediction, self.text)) as tokens:
+        async with aclosing(poll_text(self.client, self.prediction, self.text, on_wait=self._on_wait)) as tokens:
             async for token in tokens:
                 yield token
         self._seen_to_end()
@@ -164,7 +187,7 @@ class PredictionStream:
             reason = _json_object(event.data).get("reason")
             if reason:
                 # The stream says why it ended early; the prediction says the rest.
-                raise_for_final_status(await self.final_prediction(), self.client.redact_text)
+                (await self.final_prediction()).raise_for_status(self.client.redact_text)
                 said = (server_text(reason, self.client.redact_text, 80) if isinstance(reason, str)
                         else "no reason given")
                 raise ResponseError(f"The stream ended early ({said})", prediction_id=self.prediction_id)
@@ -172,58 +195,32 @@ class PredictionStream:
 
 
 async def poll_text(
-    client: ReplicateClient, prediction: Mapping[str, Any], already: str = ""
+    client: ReplicateClient, prediction: Prediction, already: str = "", *, on_wait: OnWait | None = None,
 ) -> AsyncGenerator[str, None]:
     """Text beyond ``already`` by polling ``urls.get``, until the prediction ends."""
     seen, changed_at = already, time.monotonic()
     while True:
-        current = await client.get_prediction(prediction)
-        text = output_text(current.get("output"))
+        current = await client.get_prediction(prediction, on_wait=on_wait)
+        text = current.text()
         if not text.startswith(seen):
             raise StreamError(
                 "The stream broke and the output Replicate reports does not continue what "
                 "arrived; the answer shown may be incomplete.",
-                prediction_id=prediction.get("id"),
+                prediction_id=prediction.id,
             )
         if len(text) > len(seen):
             yield text[len(seen):]
             seen, changed_at = text, time.monotonic()
-        status = current.get("status")
-        if status in TERMINAL:
+        if current.terminal:
             client.ended(current)
-            raise_for_final_status(current, client.redact_text)
+            current.raise_for_status(client.redact_text)
             return
         if time.monotonic() - changed_at > client.timeouts.idle:
             raise StreamError(
                 f"No progress for {client.timeouts.idle:g} s: the model stalled.",
-                prediction_id=prediction.get("id"),
+                prediction_id=prediction.id,
             )
         await asyncio.sleep(_POLL_INTERVAL)
-
-
-def output_text(output: Any) -> str:
-    """A prediction's output as text: streaming models report a list of chunks."""
-    if output is None:
-        return ""
-    if isinstance(output, list):
-        return "".join(str(part) for part in output)
-    return str(output)
-
-
-def raise_for_final_status(prediction: Mapping[str, Any], redact: Callable[[str], str] = lambda text: text) -> None:
-    status = prediction.get("status")
-    if status == "failed":
-        error = prediction.get("error")
-        detail = server_text(error, redact) if error else None
-        raise ModelError(
-            f"The model failed: {detail or 'no reason given'}",
-            detail=detail, prediction_id=prediction.get("id"),
-        )
-    if status in ("canceled", "aborted"):
-        raise ResponseError(
-            f"The prediction was {status} on Replicate before it finished",
-            prediction_id=prediction.get("id"),
-        )
 
 
 def _json_object(data: str) -> dict[str, Any]:

@@ -22,11 +22,11 @@ def clean_env(monkeypatch):
 @pytest.fixture(autouse=True)
 def fresh_schema_cache():
     """Schemas are cached per base URL; a new emulator may get an earlier one's port."""
-    from replicate_magic import client
+    from replicate_magic.schemas import default_schemas
 
-    client._schema_cache.clear()
+    default_schemas.clear()
     yield
-    client._schema_cache.clear()
+    default_schemas.clear()
 
 
 @pytest.fixture
