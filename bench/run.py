@@ -702,6 +702,15 @@ def bench_render(s: Section, runs: int, **_: Any) -> None:
            f"such frames within a bounded share of a core.")
 
 
+# -- 9. the local log -------------------------------------------------------------------------------
+
+
+def bench_store(s: Section, runs: int, tmp: Path, **_: Any) -> None:
+    from store_bench import bench_store as run  # bench/store_bench.py: 100,000 exchanges in one log
+
+    run(s, runs=runs, tmp=tmp)
+
+
 BENCHMARKS: dict[int, tuple[str, Callable[..., None], bool]] = {
     1: ("Stream throughput (50,000 events)", bench_throughput, False),
     2: ("Display cost in a real kernel", bench_display, True),
@@ -711,6 +720,7 @@ BENCHMARKS: dict[int, tuple[str, Callable[..., None], bool]] = {
     6: ("Scale: many streams on one loop", bench_scale, False),
     7: ("No leaks: 200 cells, 1,000-turn history", bench_leaks, False),
     8: ("Rendering untrusted Markdown: a 100 KB reply", bench_render, False),
+    9: ("The local log: 100,000 exchanges", bench_store, False),
 }
 
 

@@ -18,9 +18,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "replicate_magic"
 # No I/O, no IPython, no aiohttp: text in, values out.
 PURE = {"sse", "prompts", "inputs", "errors", "conversation", "options", "prompt_template", "catalog",
         "render", "terminal", "textparts", "environment", "answers", "settings", "request", "prediction",
-        "schemas"}
+        "schemas", "pricing"}
 # The network and the private loop; no IPython.
-IO = {"sessions", "client", "streaming", "provider", "chat", "loop", "cancels", "bodies"}
+IO = {"sessions", "client", "streaming", "provider", "chat", "loop", "cancels", "bodies", "store"}
 # IPython and widgets on top.
 GLUE = {"magics", "display", "panel_model", "panel", "__main__", "demo", "__init__", "traits"}
 LAYERS = [PURE, IO, GLUE]

@@ -1,0 +1,565 @@
+"""The local log: every exchange in one SQLite file, for replay, restore and a look back. I/O.
+
+One file: the ``path`` given, else ``REPLICATE_MAGIC_DB``, else ``log.db`` in the user's data
+directory. Mode 0600, WAL journal and a busy timeout, so several kernels write at once. The
+API token is never written: every text and JSON value is scrubbed of it first. A ``LogStore``
+touches the disk on its first call, not when it is made (``%load_ext`` stays cheap).
+
+Every failure is one ``StoreError`` line (a foreign or corrupt file, a read-only place, a full
+disk, a lock held too long, a log from a newer version); the caller shows it as a warning,
+and a reply never depends on the log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .environment import find_token
+from .errors import ReplicateMagicError
+from .pricing import Entry, estimate
+
+__all__ = ["STATUSES", "Exchange", "LogStore", "StoreError", "canonical_json", "default_path"]
+
+STATUSES = ("succeeded", "interrupted", "failed")
+REDACTED = "[REDACTED]"
+BUSY_TIMEOUT = 5.0  # seconds a write waits for another process's write to finish
+APPLICATION_ID = 0x524D4C47  # "RMLG" in the file header: this file is a replicate_magic log
+
+
+class StoreError(ReplicateMagicError):
+    """The log could not be read or written; one line that says why and what to do."""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Exchange:
+    """One exchange with a model, as logged. ``input`` is exactly what was sent."""
+
+    time: str | float = dataclasses.field(default_factory=_now)  # UTC ISO 8601 (or epoch seconds in)
+    chat: str = "default"
+    prompt: str = ""
+    system: str | None = None
+    model: str
+    version: str | None = None
+    input: dict[str, Any]
+    reply: str
+    files: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # reserved for file outputs
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    prediction_id: str | None = None
+    status: str = "succeeded"
+    cell_id: str | None = None
+    notebook: str | None = None
+    replayed: bool = False  # shown from the log, not a new prediction
+    id: int | None = None
+
+
+def canonical_json(value: Any) -> str:
+    """The one JSON text of a value: sorted keys, no spaces, Unicode kept. Replay compares these."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def default_path() -> Path:
+    """``REPLICATE_MAGIC_DB``, else ``log.db`` in the user's data directory. Touches no disk."""
+    configured = os.environ.get("REPLICATE_MAGIC_DB", "").strip()
+    if configured:
+        return Path(configured).expanduser().absolute()
+    from platformdirs import user_data_dir  # imported on first use: loading the extension stays cheap
+
+    return Path(user_data_dir("replicate_magic", appauthor=False)) / "log.db"
+
+
+# -- the layout, one step per version ------------------------------------------------------------
+
+# A file at version N has had steps 1..N applied; PRAGMA user_version holds N. Add a step at the
+# end, never edit one: older files are brought up to date by running the steps they miss.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (  # 1: the exchanges, indexed for replay, the recent list by time or model, and restoring a chat
+        """CREATE TABLE exchanges (
+            id INTEGER PRIMARY KEY,
+            time TEXT NOT NULL,
+            chat TEXT NOT NULL,
+            prompt TEXT NOT NULL,
+            system TEXT,
+            model TEXT NOT NULL,
+            version TEXT,
+            input TEXT NOT NULL,
+            input_hash TEXT NOT NULL,
+            reply TEXT NOT NULL,
+            metrics TEXT NOT NULL DEFAULT '{}',
+            prediction_id TEXT,
+            status TEXT NOT NULL,
+            cell_id TEXT,
+            notebook TEXT,
+            replayed INTEGER NOT NULL DEFAULT 0
+        )""",
+        "CREATE INDEX exchanges_replay ON exchanges (model, input_hash, time)",
+        "CREATE INDEX exchanges_time ON exchanges (time)",
+        "CREATE INDEX exchanges_chat ON exchanges (chat, time)",
+        "CREATE INDEX exchanges_model ON exchanges (model, time)",
+    ),
+    (  # 2: file references per exchange, and model schemas kept across kernels
+        "ALTER TABLE exchanges ADD COLUMN files TEXT NOT NULL DEFAULT '[]'",
+        """CREATE TABLE schemas (
+            model TEXT PRIMARY KEY,
+            version TEXT,
+            schema TEXT NOT NULL,
+            saved_at TEXT NOT NULL
+        )""",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_COLUMNS = ("id", "time", "chat", "prompt", "system", "model", "version", "input", "reply", "files",
+            "metrics", "prediction_id", "status", "cell_id", "notebook", "replayed")
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM exchanges"
+_INSERT = (f"INSERT INTO exchanges ({', '.join(_COLUMNS[1:])}, input_hash) "
+           f"VALUES ({', '.join(':' + c for c in _COLUMNS[1:])}, :input_hash)")
+
+
+class LogStore:
+    """The log in one SQLite file; safe to share between the kernel thread and the loop thread."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, timeout: float = BUSY_TIMEOUT) -> None:
+        self._given = path
+        self._path: Path | None = None
+        self._timeout = timeout
+        self._db: sqlite3.Connection | None = None
+        self._pid = 0
+        self._inherited: list[sqlite3.Connection] = []
+        # One connection, used under one lock by every thread. The kernel thread and the loop
+        # thread log a few rows a minute, so they hardly ever wait for each other, and the file is
+        # opened, checked and migrated once (a connection per thread would do all that per thread,
+        # and leave connections open when threads end).
+        self._lock = threading.Lock()
+
+    @property
+    def path(self) -> Path:
+        """Where the log lives (worked out on first use; nothing is created until a call needs it)."""
+        if self._path is None:
+            given = self._given
+            self._path = Path(given).expanduser().absolute() if given is not None else default_path()
+        return self._path
+
+    def __repr__(self) -> str:
+        return f"<LogStore {self.path}>"
+
+    def __enter__(self) -> LogStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def record(self, exchange: Exchange) -> int:
+        """Log one exchange (scrubbed of the token); returns its row id."""
+        row = _row(exchange, _Scrubber.now())
+        with self._session() as db:
+            cursor = db.execute(_INSERT, row)
+        return int(cursor.lastrowid or 0)
+
+    def save_schema(self, model: str, version: str | None, schema: Mapping[str, Any]) -> None:
+        """Keep a model's ``openapi_schema`` (with its version id) for the next kernel."""
+        scrub = _Scrubber.now()
+        text = _json_of(scrub(dict(schema)), "the schema")
+        with self._session() as db:
+            db.execute("INSERT OR REPLACE INTO schemas (model, version, schema, saved_at) VALUES (?, ?, ?, ?)",
+                       (scrub(model), scrub(version), text, _now()))
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def find_replay(self, model: str, input: Mapping[str, Any]) -> Exchange | None:
+        """The latest original, succeeded exchange of ``model`` with this input (key order aside).
+
+        Replays are skipped: one is a copy, and the original carries the true date, prediction
+        id, metrics and version. Interrupted and failed exchanges never match.
+        """
+        text = _json_of(_Scrubber.now()(dict(input)), "the input")  # scrubbed as record() does: same hash
+        with self._session() as db:
+            row = db.execute(f"{_SELECT} WHERE model = ? AND input_hash = ? AND input = ? "
+                             "AND status = 'succeeded' AND replayed = 0 ORDER BY time DESC, id DESC LIMIT 1",
+                             (model, _digest(text), text)).fetchone()
+        return None if row is None else _exchange(row, self.path)
+
+    def recent(self, n: int = 100, model: str | None = None, search: str | None = None) -> list[dict[str, Any]]:
+        """The last ``n`` exchanges, newest first; ``search`` matches prompt or reply, any case."""
+        if n <= 0:
+            return []
+        where, params = _filters(model, search)
+        with self._session() as db:
+            rows = db.execute(f"{_SELECT}{where} ORDER BY time DESC, id DESC LIMIT ?", (*params, n)).fetchall()
+        return [dataclasses.asdict(_exchange(row, self.path)) for row in rows]
+
+    def conversation(self, name: str) -> list[Exchange]:
+        """The turns of chat ``name`` to restore, in order, as the kernel's history keeps them.
+
+        Only succeeded exchanges (replays included: they were turns too). A cell that ran more
+        than once counts once, at the place it first ran, with its latest reply.
+        """
+        with self._session() as db:
+            rows = db.execute(f"{_SELECT} WHERE chat = ? AND status = 'succeeded' ORDER BY time, id",
+                              (name,)).fetchall()
+        return _latest_per_cell(_exchange(row, self.path) for row in rows)
+
+    def saved_conversations(self) -> list[dict[str, Any]]:
+        """Each chat that can be restored: ``name``, ``turns`` (as restored) and ``last`` time."""
+        with self._session() as db:
+            rows = db.execute(
+                "SELECT chat, COUNT(DISTINCT cell_id) + SUM(cell_id IS NULL), MAX(time) FROM exchanges "
+                "WHERE status = 'succeeded' GROUP BY chat ORDER BY MAX(time) DESC").fetchall()
+        return [{"name": chat, "turns": turns, "last": last} for chat, turns, last in rows]
+
+    def summary(self, overrides: Mapping[str, Entry] | None = None) -> list[dict[str, Any]]:
+        """Per model: exchanges, replays, tokens, predict seconds and estimated cost of new predictions.
+
+        Replays cost nothing and add no tokens. ``cost`` is None when the model has no price or
+        no exchange reported the metrics its price needs.
+        """
+        with self._session() as db:
+            rows = db.execute(
+                "SELECT model, COUNT(*), SUM(replayed), "
+                "SUM(CASE WHEN replayed = 0 THEN json_extract(metrics, '$.input_token_count') END), "
+                "SUM(CASE WHEN replayed = 0 THEN json_extract(metrics, '$.output_token_count') END), "
+                "SUM(CASE WHEN replayed = 0 THEN json_extract(metrics, '$.predict_time') END) "
+                "FROM exchanges GROUP BY model ORDER BY model").fetchall()
+        return [_model_totals(row, overrides) for row in rows]
+
+    def load_schema(self, model: str) -> tuple[str | None, dict[str, Any], str] | None:
+        """``(version, schema, saved_at)`` kept by ``save_schema``, or None."""
+        with self._session() as db:
+            row = db.execute("SELECT version, schema, saved_at FROM schemas WHERE model = ?", (model,)).fetchone()
+        if row is None:
+            return None
+        version, text, saved_at = row
+        schema = _loads(text, f"the schema of {model}", self.path)
+        if not isinstance(schema, dict):
+            raise StoreError(f"The log at {self.path} holds a damaged schema for {model}; it is ignored")
+        return version, schema, saved_at
+
+    # -- the connection --------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock; any failure leaves as one StoreError line."""
+        with self._lock:
+            try:
+                yield self._connection()
+            except StoreError:
+                self._drop()
+                raise
+            except (sqlite3.Error, OSError) as exc:
+                self._drop()  # reopened, and checked again, on the next call
+                raise StoreError(self._describe(exc)) from None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is not None and self._pid != os.getpid():
+            # Forked: the parent's connection must not be used here, nor closed (closing could
+            # checkpoint and delete the parent's WAL). Keep it referenced and open a new one.
+            self._inherited.append(self._db)
+            self._db = None
+        if self._db is None:
+            self._db = self._open()
+            self._pid = os.getpid()
+        return self._db
+
+    def _open(self) -> sqlite3.Connection:
+        path = self.path
+        _create_private(path)
+        db = sqlite3.connect(path, timeout=self._timeout, isolation_level=None, check_same_thread=False)
+        try:
+            _version(db, path)  # first: a foreign database must not even be switched to WAL
+            _use_wal(db, self._timeout)
+            # NORMAL syncs at checkpoints only: a power cut may lose the last exchanges, never the file.
+            db.execute("PRAGMA synchronous = NORMAL")
+            _migrate(db, path)
+            db.create_function("rm_contains", 2, _contains, deterministic=True)
+            _tighten(path)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _drop(self) -> None:
+        if self._db is not None and self._pid == os.getpid():
+            self._db.close()
+        self._db = None
+
+    def _describe(self, exc: sqlite3.Error | OSError) -> str:
+        """One line for a failure: what happened to the log and what to do."""
+        path = self.path
+        if isinstance(exc, OSError):
+            return _os_problem(exc, path)
+        code = getattr(exc, "sqlite_errorname", "")  # Python 3.11+; the message is the fallback
+        text = str(exc)
+        if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text or "busy" in text:
+            return f"The log at {path} stayed locked by another process for more than {self._timeout:g} s; try again"
+        if code.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")) or "not a database" in text \
+                or "malformed" in text:
+            return _foreign(path, text)
+        if code.startswith("SQLITE_FULL") or "full" in text:
+            return f"The log at {path} cannot grow: the disk is full; free some space or set REPLICATE_MAGIC_DB"
+        if code.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")) or "readonly" in text \
+                or "unable to open" in text:
+            return f"The log at {path} cannot be written ({text}); make it writable or set REPLICATE_MAGIC_DB"
+        return f"The log at {path} failed: {text}"
+
+
+# -- opening and migrating -----------------------------------------------------------------------
+
+
+def _create_private(path: Path) -> None:
+    """The directory (0700 when made here) and the file, created 0600 before SQLite opens it."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+
+
+def _tighten(path: Path) -> None:
+    """The log and its -wal and -shm files readable by their owner only (SQLite copies the
+    main file's mode to the others; this also fixes a log someone made wider)."""
+    owner = getattr(os, "geteuid", None)  # POSIX only: elsewhere modes mean little, and are left alone
+    if owner is None:
+        return
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            info = name.stat()
+            if info.st_mode & 0o077 and info.st_uid == owner():
+                os.chmod(name, 0o600)
+
+
+def _use_wal(db: sqlite3.Connection, timeout: float) -> None:
+    """Switch the file to WAL, so readers and one writer work at once, across processes.
+
+    The switch needs the file to itself and SQLite does not wait for that (the busy timeout is
+    not used), so when another kernel opens a new log at the same moment, try again a while.
+    Once the file is in WAL mode (it stays so) this returns at once.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL").fetchone()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Bring the file to SCHEMA_VERSION; refuse a foreign file or a newer layout."""
+    if _version(db, path) == SCHEMA_VERSION:
+        return
+    # IMMEDIATE takes the write lock first, so two kernels opening a new file migrate it once.
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = _version(db, path)
+        for step in _MIGRATIONS[version:]:
+            for statement in step:
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def _version(db: sqlite3.Connection, path: Path) -> int:
+    """The file's layout version: 0 for a new empty file; StoreError for another's or a newer one."""
+    # One statement, so one snapshot: read apart, another kernel's migration could land between.
+    application, version, tables = db.execute(
+        "SELECT (SELECT application_id FROM pragma_application_id), (SELECT user_version FROM pragma_user_version), "
+        "EXISTS (SELECT 1 FROM sqlite_master)").fetchone()
+    if application == 0 and version == 0 and not tables:
+        return 0
+    if application != APPLICATION_ID:
+        raise StoreError(_foreign(path, "an SQLite database of another program"))
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"The log at {path} was written by a newer replicate_magic (log layout {version}; "
+                         f"this one knows up to {SCHEMA_VERSION}); upgrade replicate_magic or set "
+                         "REPLICATE_MAGIC_DB")
+    return int(version)
+
+
+def _foreign(path: Path, why: str) -> str:
+    return (f"The log at {path} is not a replicate_magic database ({why}); "
+            "move it away or set REPLICATE_MAGIC_DB")
+
+
+def _os_problem(exc: OSError, path: Path) -> str:
+    why = exc.strerror or str(exc)
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"The log at {path} cannot be written ({why}); make it writable or set REPLICATE_MAGIC_DB"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"The log at {path} cannot grow: the disk is full; free some space or set REPLICATE_MAGIC_DB"
+    return f"The log at {path} cannot be opened ({why}); set REPLICATE_MAGIC_DB to another place"
+
+
+# -- rows in and out -----------------------------------------------------------------------------
+
+
+class _Scrubber:
+    """Replaces every secret in strings, dict keys and values, and lists."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)  # longest first
+
+    @classmethod
+    def now(cls) -> _Scrubber:
+        """The token as requests would use it, and both variables as set (stripped or not)."""
+        found = [find_token()]
+        for name in ("REPLICATE_API_TOKEN", "REPLICATE_API_KEY"):
+            value = os.environ.get(name) or ""
+            found += [value, value.strip()]
+        return cls(s for s in found if s)
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in self._secrets:
+                value = value.replace(secret, REDACTED)
+            return value
+        if isinstance(value, Mapping):
+            return {self(k): self(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self(v) for v in value]
+        return value
+
+
+def _row(exchange: Exchange, scrub: _Scrubber) -> dict[str, Any]:
+    """The parameters of one INSERT: checked, scrubbed, JSON as canonical text."""
+    if exchange.status not in STATUSES:
+        raise StoreError(f"Cannot log an exchange with status {exchange.status!r}: "
+                         f"it must be one of {', '.join(STATUSES)}")
+    text = _json_of(scrub(dict(exchange.input)), "the input")
+    return {
+        "time": _utc(exchange.time), "chat": scrub(exchange.chat), "prompt": scrub(exchange.prompt),
+        "system": scrub(exchange.system), "model": scrub(exchange.model), "version": scrub(exchange.version),
+        "input": text, "input_hash": _digest(text), "reply": scrub(exchange.reply),
+        "files": _json_of(scrub(list(exchange.files)), "the files"),
+        "metrics": _json_of(scrub(dict(exchange.metrics)), "the metrics"),
+        "prediction_id": scrub(exchange.prediction_id), "status": exchange.status,
+        "cell_id": scrub(exchange.cell_id), "notebook": scrub(exchange.notebook),
+        "replayed": int(bool(exchange.replayed)),
+    }
+
+
+def _json_of(value: Any, what: str) -> str:
+    try:
+        return canonical_json(value)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"Cannot log {what}: it is not JSON ({exc})") from None
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+_EXTRA_DIGITS = re.compile(r"(\.\d{6})\d+")  # Replicate's times carry nanoseconds
+
+
+def _utc(value: str | float | datetime) -> str:
+    """A fixed-width UTC ISO 8601 time, so that text order is time order."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError("a bool is not a time")
+        if isinstance(value, (int, float)):
+            moment = datetime.fromtimestamp(value, timezone.utc)
+        elif isinstance(value, datetime):
+            moment = value
+        else:
+            moment = datetime.fromisoformat(_EXTRA_DIGITS.sub(r"\1", value.strip()).replace("Z", "+00:00"))
+    except (TypeError, ValueError, OverflowError, OSError, AttributeError) as exc:
+        raise StoreError(f"Cannot log an exchange with the time {value!r} ({exc})") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _exchange(row: tuple[Any, ...], path: Path) -> Exchange:
+    values = dict(zip(_COLUMNS, row, strict=True))
+    where = f"row {values['id']}"
+    values["input"] = _loads(values["input"], where, path)
+    values["files"] = _loads(values["files"], where, path)
+    values["metrics"] = _loads(values["metrics"], where, path)
+    values["replayed"] = bool(values["replayed"])
+    return Exchange(**values)
+
+
+def _loads(text: str, where: str, path: Path) -> Any:
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        raise StoreError(f"The log at {path} has damaged data in {where}; that entry cannot be read") from None
+
+
+def _filters(model: str | None, search: str | None) -> tuple[str, list[Any]]:
+    """The WHERE clause of ``recent`` and its parameters."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if model:
+        clauses.append("model = ?")
+        params.append(model)
+    if search:
+        if search.isascii():  # LIKE ignores case for ASCII letters, and uses no Python per row
+            clauses.append("(prompt LIKE ? ESCAPE '\\' OR reply LIKE ? ESCAPE '\\')")
+            params += [_like(search)] * 2
+        else:
+            clauses.append("(rm_contains(prompt, ?) OR rm_contains(reply, ?))")
+            params += [search.casefold()] * 2
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _like(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _contains(text: str | None, needle: str) -> bool:
+    return text is not None and needle in text.casefold()
+
+
+def _latest_per_cell(exchanges: Iterable[Exchange]) -> list[Exchange]:
+    """The kernel's rule: a cell's newer turn replaces its older one in place."""
+    turns: list[Exchange] = []
+    place: dict[str, int] = {}
+    for exchange in exchanges:
+        cell = exchange.cell_id
+        if cell is not None and cell in place:
+            turns[place[cell]] = exchange
+            continue
+        if cell is not None:
+            place[cell] = len(turns)
+        turns.append(exchange)
+    return turns
+
+
+def _model_totals(row: tuple[Any, ...], overrides: Mapping[str, Entry] | None) -> dict[str, Any]:
+    model, count, replays, tokens_in, tokens_out, seconds = row
+    metrics = {key: value for key, value in (("input_token_count", tokens_in), ("output_token_count", tokens_out),
+                                            ("predict_time", seconds)) if value is not None}
+    cost = estimate(model, metrics, overrides=overrides)
+    return {
+        "model": model, "exchanges": count, "replayed": replays or 0,
+        "input_tokens": tokens_in, "output_tokens": tokens_out, "predict_seconds": seconds,
+        "cost": None if cost is None else cost.amount, "cost_basis": None if cost is None else cost.basis,
+    }
