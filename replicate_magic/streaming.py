@@ -55,6 +55,7 @@ class PredictionStream:
         self.settings = settings
         self.on_log = on_log
         self.prediction: Prediction | None = None
+        self.inputs: dict[str, Any] | None = None  # the input sent (or to be sent), once prepared
         self.schema: ModelSchema | None = None  # None for a bare version id
         self.ignored: list[str] = []  # settings the model's schema does not take
         self.adjusted: list[str] = []  # settings moved into the model's range, or keys guessed, said as notes
@@ -63,14 +64,28 @@ class PredictionStream:
         self.ended = False  # the prediction was seen to reach an end on Replicate
         self.cancel_outcome: CancelOutcome | None = None  # set when a cancel was needed
 
+    async def prepare(self) -> dict[str, Any]:
+        """The exact input a prediction would get (from the model's schema); nothing is created.
+
+        ``tokens()`` calls it first; calling it before lets a caller look the input up in
+        the local log and replay instead of asking again.
+        """
+        if self.inputs is None:
+            try:
+                ref = parse_model(self.model)
+                try:
+                    self.schema = await self.client.model_schema(ref, on_wait=self._on_wait)
+                except ResponseError as error:
+                    raise self._unknown_model(ref, error) from None
+                self.inputs = self._inputs(ref)
+            except ReplicateMagicError as error:
+                raise self.client.redact(error) from None
+        return self.inputs
+
     async def tokens(self) -> AsyncGenerator[str, None]:
+        inputs = await self.prepare()
         try:
             ref = parse_model(self.model)
-            try:
-                self.schema = await self.client.model_schema(ref, on_wait=self._on_wait)
-            except ResponseError as error:
-                raise self._unknown_model(ref, error) from None
-            inputs = self._inputs(ref)
             # Stopped while this is under way, the client cancels what it makes (in the background).
             try:
                 self.prediction = await self.client.create_prediction(ref, inputs, on_wait=self._on_wait)
