@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import MissingAuthError, ResponseError
 
 __version__ = "0.1.0"
-__all__ = ["ChatPanel", "MissingAuthError", "Replicate", "ResponseError", "__version__", "history"]
+__all__ = ["ChatPanel", "MissingAuthError", "Replicate", "ResponseError", "__version__", "history", "log"]
 
 # name -> module that defines it; imported on first attribute access (PEP 562).
 _LAZY = {
@@ -39,6 +39,26 @@ def history(name: str = "default") -> list[dict[str, str]]:
     from .conversation import kernel_store
 
     return kernel_store.get(name).messages() if name in kernel_store else []
+
+
+def log(n: int = 100, model: str | None = None, search: str | None = None) -> list[dict[str, Any]]:
+    """The newest ``n`` exchanges in the local log, newest first, as dicts (time, chat, prompt,
+    model, input, reply, metrics, status, ...); ``model`` and ``search`` (text in the prompt or
+    the reply) narrow them. ``pandas.DataFrame(replicate_magic.log())`` makes a table of them.
+    The log is the one ``%config ReplicateMagics.log_path`` names, else the default file."""
+    from .journal import shared_log
+
+    return shared_log(_configured_log_path()).recent(n, model=model, search=search)
+
+
+def _configured_log_path() -> str:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return ""
+    shell = get_ipython()
+    magics = shell.magics_manager.registry.get("ReplicateMagics") if shell is not None else None
+    return str(magics.log_path) if magics is not None else ""
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 PROG = "python -m replicate_magic"
 # The one-turn options; chat, history, output and expansion flags belong to the notebook.
-CLI_OPTIONS = ("model", "temperature", "top_p", "top_k", "max_tokens", "stop", "system", "inputs", "timeout")
+CLI_OPTIONS = ("model", "temperature", "top_p", "top_k", "max_tokens", "stop", "system", "inputs", "timeout",
+               "cache", "refresh")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -93,6 +94,8 @@ async def _ask(options: CellOptions, prompt: str, stops: StopReport, base: str |
 
     from .chat import ChatSession
     from .conversation import ConversationStore
+    from .display import result_notes
+    from .journal import shared_log
     from .request import Configured, build_request
 
     if base is not None:  # the emulator, for this process only: never a real token, never a proxy
@@ -109,12 +112,14 @@ async def _ask(options: CellOptions, prompt: str, stops: StopReport, base: str |
         sys.stdout.write(sanitizer.feed(token))
         sys.stdout.flush()
 
-    session = ChatSession(ConversationStore())
+    # Logged like a notebook's exchanges (so --cache replays them), except the emulator's.
+    session = ChatSession(ConversationStore(), log=None if base is not None else shared_log())
     with stops.watching():
         result = await session.ask(request, on_token=write)
     sys.stdout.write(sanitizer.flush())
     print()
-    print(clean((await session.reported_metrics(result)).line()), file=sys.stderr)
+    notes = result_notes(result, await session.reported_metrics(result))
+    print(clean(" · ".join(notes)), file=sys.stderr)
     return 0
 
 

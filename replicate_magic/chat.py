@@ -11,14 +11,20 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .catalog import resolve_model
 from .client import ReplicateClient
 from .conversation import ConversationStore, Turn, kernel_store
-from .errors import ResponseError
+from .environment import base_url
+from .errors import NotInLogError, ReplicateMagicError, ResponseError
+from .inputs import parse_model
+from .journal import Replay, TurnLog
+from .pricing import estimate, format_cost
 from .request import TurnRequest
+from .schemas import SchemaCache, default_schemas
+from .store import Exchange, LogStore, utc_now
 from .streaming import PredictionStream
 
 __all__ = ["ChatSession", "Metrics", "TurnRequest", "TurnResult"]
@@ -33,6 +39,7 @@ class Metrics:
     tokens_per_second: float | None
     total_time: float | None
     waited: float | None = None  # seconds the client waited out Replicate's rate limit
+    cost: str = ""  # "≈ $0.0012" where the model's price is known (pricing.py); never a guess
 
     def line(self) -> str:
         parts = [self.model]
@@ -46,6 +53,8 @@ class Metrics:
             parts.append(f"{self.total_time:.1f} s")
         if self.waited:
             parts.append(f"waited {self.waited:.1f} s for the rate limit")
+        if self.cost:
+            parts.append(self.cost)
         return " · ".join(parts)
 
 
@@ -58,11 +67,20 @@ class TurnResult:
     ignored: list[str]  # settings this model does not take
     adjusted: list[str] = field(default_factory=list)  # "temperature 0 raised to 0.01, ..."
     reported: asyncio.Future[Metrics] | None = field(default=None, repr=False)
+    replayed: str | None = None  # when the logged reply shown was made: "2026-12-01 16:22 UTC"
+    problems: list[str] = field(default_factory=list)  # the local log's failures, one line each
 
 
 class ChatSession:
-    def __init__(self, conversations: ConversationStore | None = None) -> None:
+    """Turns on the kernel's conversations; with a ``log``, each exchange is logged there and
+    requests the log already answered may be replayed from it (``TurnRequest.replay``)."""
+
+    def __init__(self, conversations: ConversationStore | None = None, *, log: LogStore | None = None,
+                 prices: Mapping[str, Any] | None = None, schemas: SchemaCache | None = None) -> None:
         self.store = conversations if conversations is not None else kernel_store
+        self.log = log
+        self.prices = dict(prices or {})  # the user's price overrides (pricing.py)
+        self.schemas = schemas if schemas is not None else default_schemas
 
     def messages_for(self, request: TurnRequest) -> list[dict[str, str]]:
         """History (unless disabled or starting afresh), the system prompt, then the prompt."""
@@ -82,31 +100,101 @@ class ChatSession:
         on_token: Callable[[str], None],
         on_log: Callable[[str], None] | None = None,
     ) -> TurnResult:
-        client = await ReplicateClient.connect(timeouts=request.timeouts)
         model = resolve_model(request.model)
-        stream = PredictionStream(client, model, self.messages_for(request), request.settings, on_log=on_log)
+        ref = parse_model(model)
+        messages = self.messages_for(request)
+        journal = None if self.log is None else TurnLog(self.log, self.schemas, base_url())
+        looked = False  # whether the log was searched for this input already
+        if journal is not None and request.replay in ("on", "only"):
+            looked = ref.slug is None or journal.known_schema(ref) is not None
+            replay = journal.find(ref, model, messages, request.settings)
+            if replay is not None:
+                return self._replayed(request, model, replay, journal, on_token)
+            if request.replay == "only":
+                raise NotInLogError(
+                    f"Not in the log: no reply of {model} to this exact input, and cache = 'only' asks "
+                    "Replicate nothing. Next: run it once with --cache (or cache = True), or use --refresh."
+                )
+        client = await ReplicateClient.connect(timeouts=request.timeouts, schemas=self.schemas)
+        stream = PredictionStream(client, model, messages, request.settings, on_log=on_log)
+        if journal is not None and request.replay == "on" and not looked:
+            await stream.prepare()  # the schema was not known offline; now the input is
+            replay = journal.find(ref, model, messages, request.settings, schema=stream.schema)
+            if replay is not None:
+                return self._replayed(request, model, replay, journal, on_token)
         started = time.monotonic()
         first: float | None = None
         count = 0
-        async with aclosing(stream.tokens()) as tokens:
-            async for text in tokens:
-                if first is None:
-                    first = time.monotonic()
-                count += 1
-                on_token(text)
+        try:
+            async with aclosing(stream.tokens()) as tokens:
+                async for text in tokens:
+                    if first is None:
+                        first = time.monotonic()
+                    count += 1
+                    on_token(text)
+        except BaseException as error:  # logged as it ended (never replayed), then on its way
+            if journal is not None and stream.prediction is not None:
+                status = "failed" if isinstance(error, ReplicateMagicError) else "interrupted"
+                journal.record(self._exchange(request, journal, stream, status, {}))
+            raise
         elapsed = time.monotonic() - started
         self._record(request, model, stream.text)
         measured = _metrics(model, {}, count, None if first is None else first - started, elapsed,
                             waited=stream.rate_limited_for)
-        return TurnResult(
+        if journal is not None:
+            journal.save_schema(ref, stream.schema)
+        result = TurnResult(
             text=stream.text,
             model=model,
             prediction_id=stream.prediction_id,
             metrics=measured,
             ignored=stream.ignored,
             adjusted=stream.adjusted,
-            # Asked for now, awaited later: the request overlaps the caller's final display.
-            reported=asyncio.ensure_future(_reported_metrics(stream, measured)),
+            problems=[] if journal is None else journal.problems,
+        )
+        # Asked for now, awaited later: the request overlaps the caller's final display. The
+        # exchange is logged with Replicate's own metrics once they are in.
+        result.reported = asyncio.ensure_future(self._finish(request, stream, measured, journal))
+        return result
+
+    def _replayed(self, request: TurnRequest, model: str, replay: Replay, journal: TurnLog,
+                  on_token: Callable[[str], None]) -> TurnResult:
+        """The logged reply, shown and recorded like any turn; nothing is asked or billed."""
+        logged = replay.exchange
+        on_token(logged.reply)
+        self._record(request, model, logged.reply)
+        journal.record(replace(logged, time=utc_now(), chat=_chat(request), prompt=request.prompt,
+                               cell_id=request.cell_id, notebook=request.notebook, replayed=True, id=None))
+        output = logged.metrics.get("output_token_count")
+        return TurnResult(
+            text=logged.reply, model=model, prediction_id=logged.prediction_id,
+            metrics=Metrics(model, output if isinstance(output, int) else None, None, None, None, None),
+            ignored=replay.ignored, adjusted=replay.adjusted, replayed=replay.when, problems=journal.problems,
+        )
+
+    async def _finish(self, request: TurnRequest, stream: PredictionStream, measured: Metrics,
+                      journal: TurnLog | None) -> Metrics:
+        reported: Mapping[str, Any] = {}
+        try:
+            reported = (await stream.final_prediction()).metrics
+        except ResponseError:
+            pass  # the reply is complete; metrics are a nicety
+        if journal is not None:
+            journal.record(self._exchange(request, journal, stream, "succeeded", reported))
+        if not reported:
+            return measured
+        cost = estimate(measured.model, reported, overrides=self.prices)
+        return _metrics(measured.model, reported, measured.output_tokens or 0, measured.time_to_first_token,
+                        measured.total_time or 0.0, waited=measured.waited, cost=format_cost(cost))
+
+    def _exchange(self, request: TurnRequest, journal: TurnLog, stream: PredictionStream, status: str,
+                  metrics: Mapping[str, Any]) -> Exchange:
+        system = stream.messages[0]["content"] if stream.messages and stream.messages[0]["role"] == "system" else None
+        return Exchange(
+            chat=_chat(request), prompt=request.prompt, system=system, model=journal.logged_model(stream.model),
+            version=parse_model(stream.model).version, input=stream.inputs or {}, reply=stream.text,
+            metrics=dict(metrics), prediction_id=stream.prediction_id, status=status,
+            cell_id=request.cell_id, notebook=request.notebook,
         )
 
     async def reported_metrics(self, result: TurnResult) -> Metrics:
@@ -124,18 +212,14 @@ class ChatSession:
         conversation.record(Turn(request.prompt, reply, model, request.cell_id))
 
 
-async def _reported_metrics(stream: PredictionStream, measured: Metrics) -> Metrics:
-    try:
-        reported = (await stream.final_prediction()).metrics
-    except ResponseError:
-        return measured  # the reply is complete; metrics are a nicety
-    return _metrics(measured.model, reported, measured.output_tokens or 0,
-                    measured.time_to_first_token, measured.total_time or 0.0, waited=measured.waited)
+def _chat(request: TurnRequest) -> str:
+    """The conversation an exchange belongs to; "" for a one-shot turn, which none restores."""
+    return request.chat if request.use_history else ""
 
 
 def _metrics(
     model: str, reported: Mapping[str, Any], count: int, first: float | None, elapsed: float,
-    *, waited: float | None = None,
+    *, waited: float | None = None, cost: str = "",
 ) -> Metrics:
     """Replicate's own figures where it gives them, else what the client measured."""
 
@@ -153,4 +237,5 @@ def _metrics(
         tokens_per_second=number("tokens_per_second") or (count / streamed_for if streamed_for > 0 and count else None),
         total_time=number("total_time") or elapsed,
         waited=waited,
+        cost=cost,
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
 
             emulator = stack.enter_context(Emulator(tokens_per_second=args.tokens_per_second))
             env.update(REPLICATE_BASE_URL=emulator.base_url, REPLICATE_API_TOKEN="emulator")
+            # The emulator's replies are not worth keeping: this run logs to a file of its own.
+            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="replicate-magic-demo-"))
+            env["REPLICATE_MAGIC_DB"] = os.path.join(scratch, "log.db")
             print(f"No REPLICATE_API_TOKEN: answering from the emulator at {emulator.base_url}\n")
         failures = _run(notebook, env)
     if args.save:

@@ -204,8 +204,12 @@ def show_line(text: str, fmt: str, *, rich: bool) -> None:
 
 
 def result_notes(result: TurnResult, metrics: Metrics | None = None) -> list[str]:
-    """The line under a reply, in parts: metrics, settings not taken, settings adjusted."""
+    """The line under a reply, in parts: metrics, settings not taken, settings adjusted (
+    "temperature 0 raised to 0.01, the lowest this model takes"), a replay, the log's failures."""
     notes = [(metrics or result.metrics).line()]
     if result.ignored:
         notes.append(f"not taken by this model: {', '.join(result.ignored)}")
-    return notes + list(result.adjusted)  # "temperature 0 raised to 0.01, the lowest this model takes"
+    notes += result.adjusted
+    if result.replayed:
+        notes.append(f"replayed from the log, {result.replayed}: nothing was asked or billed")
+    return notes + [f"warning: {problem}" for problem in result.problems]

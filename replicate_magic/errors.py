@@ -35,6 +35,10 @@ class UnexpectedError(ReplicateMagicError):
     """A failure the code did not foresee (a bug): one line here, the frames in the log."""
 
 
+class NotInLogError(ReplicateMagicError):
+    """Replay only (``cache = "only"``), and the local log holds no reply for this request."""
+
+
 class MissingAuthError(ReplicateMagicError):
     """No API token was found, or Replicate rejected it (HTTP 401)."""
 

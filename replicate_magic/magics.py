@@ -9,27 +9,24 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 from collections import ChainMap
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 
-from .catalog import KNOWN_MODELS, MODEL_ALIASES
-from .conversation import kernel_store
 from .environment import find_token
 from .errors import ReplicateMagicError, ReplyInterrupted, UnexpectedError
 from .options import CellOptions, parse_cell_options, replicate_arguments
 from .prompt_template import Expansion, expand
-from .terminal import clean
+from .subcommands import Subcommands
 from .traits import setting_trait
 
 if TYPE_CHECKING:
     from .chat import Metrics, TurnResult
     from .display import LiveReply
     from .request import TurnRequest
+    from .store import LogStore
 
 log = logging.getLogger(__name__)
 _CANCEL_REPORT_WAIT = 2.0  # seconds an interrupted cell waits to say what its cancel did
@@ -46,6 +43,10 @@ class ReplicateMagics(Magics):
     connect_timeout = setting_trait("connect_timeout").tag(config=True)
     show_metrics = setting_trait("show_metrics").tag(config=True)
     expand_variables = setting_trait("expand_variables").tag(config=True)
+    log = setting_trait("log").tag(config=True)
+    log_path = setting_trait("log_path").tag(config=True)
+    cache = setting_trait("cache").tag(config=True)
+    prices = setting_trait("prices").tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -87,7 +88,7 @@ class ReplicateMagics(Magics):
         ``panel [NAME]``.
         """
         try:
-            return self._subcommand(line) if cell is None else self._cell(line, cell)
+            return Subcommands(self).run(line) if cell is None else self._cell(line, cell)
         except KeyboardInterrupt:  # before any request (a turn's own interrupt is handled in it)
             raise ReplyInterrupted("Interrupted before anything was sent; nothing was asked.") from None
 
@@ -115,7 +116,8 @@ class ReplicateMagics(Magics):
         from .display import LiveReply  # aiohttp loads here, not at %load_ext
         from .request import Configured, build_request
 
-        request = build_request(prompt, options, Configured.of(self), cell_id=self._turn_key())
+        request = build_request(prompt, options, Configured.of(self), cell_id=self._turn_key(),
+                                notebook=self._notebook())
         fmt = options.format or self.output_format
         reply = LiveReply(fmt, rich=self._rich())
         reply.start(status=f"asking {request.model}…")
@@ -130,7 +132,7 @@ class ReplicateMagics(Magics):
         from .chat import ChatSession
         from .loop import shared_loop
 
-        session = ChatSession()
+        session = ChatSession(log=self._log_store(), prices=self.prices)
         answered: list[TurnResult] = []  # set once the reply is complete and recorded
         stops = StopReport()  # what became of any cancel this turn needed: told, never assumed
 
@@ -183,6 +185,17 @@ class ReplicateMagics(Magics):
         if notes:
             show_line(" · ".join(notes), reply.fmt, rich=reply.rich)
 
+    def _log_store(self) -> LogStore | None:
+        """The local log as configured (``log``, ``log_path``), or None when it is off."""
+        from .journal import shared_log
+
+        return shared_log(self.log_path) if self.log else None
+
+    def _notebook(self) -> str | None:
+        """The notebook's path where the frontend tells it (Jupyter sets JPY_SESSION_NAME)."""
+        named = self._shell().user_ns.get("__session__") or os.environ.get("JPY_SESSION_NAME")
+        return named if isinstance(named, str) and named else None
+
     def _shell(self) -> Any:
         """The shell the magics run in (IPython's own type leaves history_manager optional)."""
         if self.shell is None:
@@ -192,164 +205,3 @@ class ReplicateMagics(Magics):
     def _rich(self) -> bool:
         """Notebooks (a kernel) get a live Markdown area; terminal IPython gets streamed text."""
         return type(self.shell).__module__.startswith("ipykernel")
-
-    # -- %replicate subcommands -------------------------------------------------------------------
-
-    def _subcommand(self, line: str) -> Any:
-        try:
-            words = shlex.split(line)
-        except ValueError as error:
-            raise UsageError(f"cannot read the %replicate line: {error}") from None
-        if not words:
-            return _Text(_SUBCOMMAND_HELP)
-        name, args = words[0], words[1:]
-        handler: Callable[[list[str]], Any] | None = getattr(self, f"_cmd_{name}", None)
-        if name.startswith("-") or handler is None:
-            raise UsageError(
-                f"Unknown %replicate subcommand {name!r}. Use one of: {', '.join(_SUBCOMMANDS)}; "
-                "to ask a model, use %%replicate with the prompt in the cell."
-            )
-        return handler(args)
-
-    def _cmd_history(self, args: list[str]) -> Any:
-        usage = "history [NAME] [-n TURNS]"
-        shown = _HISTORY_TURNS
-        if "-n" in args:
-            at = args.index("-n")
-            try:
-                shown = int(args[at + 1])
-            except (IndexError, ValueError):
-                raise UsageError(f"Usage: %replicate {usage} (TURNS: a whole number; 0 shows all)") from None
-            if shown < 0:
-                raise UsageError(f"Usage: %replicate {usage} (TURNS: a whole number; 0 shows all)")
-            args = args[:at] + args[at + 2:]
-        name = _one_name(args, usage)
-        if name not in kernel_store:
-            return _Transcript(name, [])
-        conversation = kernel_store.get(name)
-        note = ""
-        if shown and len(conversation) > shown:  # a long conversation would be one huge output
-            note = (f"The last {shown} of {len(conversation)} turns; %replicate history {name} -n 0 "
-                    "shows all, replicate_magic.history() returns them.")
-        return _Transcript(name, conversation.context(shown or None), note)
-
-    def _cmd_reset(self, args: list[str]) -> None:
-        name = _one_name(args, "reset [NAME]")
-        kernel_store.reset(name)
-        print(f"Conversation {name!r} is empty now.")
-
-    def _cmd_chats(self, args: list[str]) -> Any:
-        _one_name(args, "chats", most=0)
-        rows = [f"{name}: {_turns(len(kernel_store.get(name)))}" for name in kernel_store.names()]
-        return _Text("\n".join(rows) or "No conversations yet.")
-
-    def _cmd_export(self, args: list[str]) -> None:
-        force = "--force" in args
-        path, name = _path_and_name([a for a in args if a != "--force"], "export FILE [NAME] [--force]")
-        path = self._expand_path(path)
-        if name not in kernel_store:
-            raise UsageError(f"There is no conversation {name!r} to export; %replicate chats lists them.")
-        try:
-            kernel_store.save(name, path, overwrite=force)
-        except OSError as error:
-            raise UsageError(f"Could not write {path}: {error.strerror or error}") from None
-        print(f"Saved conversation {name!r} ({_turns(len(kernel_store.get(name)))}) to {path}.")
-
-    def _cmd_load(self, args: list[str]) -> None:
-        replace = "--replace" in args
-        path, name = _path_and_name([a for a in args if a != "--replace"], "load FILE [NAME] [--replace]",
-                                    default=None)
-        path = self._expand_path(path)
-        try:
-            conversation = kernel_store.load(path, name, replace=replace)
-        except (OSError, ValueError) as error:
-            detail = error.strerror if isinstance(error, OSError) and error.strerror else error
-            raise UsageError(f"Could not load {path}: {detail}") from None
-        print(f"Loaded conversation {conversation.name!r} ({_turns(len(conversation))}) from {path}.")
-
-    def _expand_path(self, path: str) -> str:
-        """``~``, ``$var`` and ``{var}`` in a path, as IPython expands other magics' lines."""
-        return os.path.expanduser(self.shell.var_expand(path) if self.shell is not None else path)
-
-    def _cmd_models(self, args: list[str]) -> Any:
-        _one_name(args, "models", most=0)
-        aliases = {model: [a for a, m in MODEL_ALIASES.items() if m == model] for model in KNOWN_MODELS}
-        rows = [f"{model}" + (f"  (also: {', '.join(names)})" if names else "") for model, names in aliases.items()]
-        rows.append("Any other owner/name or owner/name:version on Replicate works too.")
-        return _Text("\n".join(rows))
-
-    def _cmd_panel(self, args: list[str]) -> Any:
-        name = _one_name(args, "panel [NAME]")
-        from .panel import ChatPanel  # ipywidgets loads here, not at %load_ext
-
-        return ChatPanel(chat=name)  # it takes this magic's %config settings
-
-
-_HISTORY_TURNS = 20  # turns %replicate history shows unless -n says otherwise
-_HISTORY_CHARS = 20_000  # of one message
-
-_SUBCOMMANDS = ("history", "reset", "chats", "export", "load", "models", "panel")
-_SUBCOMMAND_HELP = """\
-%%replicate [options]   ask a model; the cell is the prompt (%%replicate? lists the options)
-%replicate history [NAME] [-n TURNS]  show a conversation's last 20 turns (-n 0: all)
-%replicate reset [NAME]        forget a conversation
-%replicate chats               list the conversations
-%replicate export FILE [NAME] [--force]  save a conversation as JSON (--force: replace FILE)
-%replicate load FILE [NAME] [--replace]  load a conversation from JSON (--replace: over a non-empty one)
-%replicate models              models known by name
-%replicate panel [NAME]        a chat panel on that conversation (shared with -c NAME)"""
-
-
-def _turns(count: int) -> str:
-    return f"{count} turn" if count == 1 else f"{count} turns"
-
-
-def _one_name(args: list[str], usage: str, most: int = 1) -> str:
-    if len(args) > most:
-        raise UsageError(f"Too many arguments: %replicate {usage}")
-    return args[0] if args else "default"
-
-
-def _path_and_name(args: list[str], usage: str, default: str | None = "default") -> tuple[str, Any]:
-    if not 1 <= len(args) <= 2:
-        raise UsageError(f"Usage: %replicate {usage}")
-    return args[0], (args[1] if len(args) == 2 else default)
-
-
-class _Text(str):
-    """Plain text that shows without quotes as a magic's result."""
-
-    def __repr__(self) -> str:
-        # text/plain reaches terminals raw; conversation names may come from a loaded file.
-        return clean(self)
-
-
-class _Transcript:
-    """A conversation for display: Markdown in notebooks, text elsewhere."""
-
-    def __init__(self, name: str, messages: list[dict[str, str]], note: str = "") -> None:
-        self.name = name
-        self.messages = [{**m, "content": _shortened(m["content"])} for m in messages]
-        self.note = note  # "The last 20 of 300 turns; ..."
-
-    def __repr__(self) -> str:
-        # text/plain reaches terminals raw: replies and loaded messages are untrusted.
-        if not self.messages:
-            return clean(f"Conversation {self.name!r} is empty.")
-        parts = [self.note] if self.note else []
-        return clean("\n\n".join(parts + [f"{m['role']}: {m['content']}" for m in self.messages]))
-
-    def _repr_html_(self) -> str:
-        from .render import markdown_html, plain_html
-
-        if not self.messages:
-            return plain_html(f"Conversation {self.name!r} is empty.")
-        head = plain_html(self.note, css="rm-metrics", style="sub") if self.note else ""
-        return head + "".join(plain_html(m["role"], css="rm-role", style="strong") + markdown_html(m["content"])
-                              for m in self.messages)
-
-
-def _shortened(text: str) -> str:
-    if len(text) <= _HISTORY_CHARS:
-        return text
-    return f"{text[:_HISTORY_CHARS]}\n\n[… {len(text) - _HISTORY_CHARS:,} more characters not shown]"

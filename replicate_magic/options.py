@@ -183,6 +183,15 @@ class CellOptions:
         help="send the cell as typed; by default, outside code only, {name}, {In[n]} and "
         "{Out[n]} become their values and {{name}} becomes {name}",
     )
+    cache: bool = _option(
+        "--cache", action="store_true", default=False,
+        help="replay the reply from the local log when it holds this model and input (no request, "
+        "no bill); else ask and log it",
+    )
+    refresh: bool = _option(
+        "--refresh", action="store_true", default=False,
+        help="ask Replicate even when the log holds a reply, and log the new one",
+    )
     out: str | None = _option(
         "-o", "--out", metavar="NAME", rule=_variable_name,
         help="also store the reply text in this variable",
@@ -207,7 +216,7 @@ def replicate_arguments(func: _F) -> _F:
     return magic_arguments()(func)
 
 
-class _Parser(argparse.ArgumentParser):
+class UsageParser(argparse.ArgumentParser):
     """argparse that raises a one-line ``UsageError`` instead of printing usage and exiting."""
 
     def error(self, message: str) -> NoReturn:
@@ -220,7 +229,7 @@ def flag_parser(prog: str, only: Collection[str] | None = None, **kwargs: Any) -
     Flags left out are refused as unrecognized, never accepted and ignored. No abbreviations:
     "--temp" must not quietly mean --temperature, nor "--max" --max-tokens.
     """
-    parser = _Parser(prog=prog, allow_abbrev=False, **kwargs)
+    parser = UsageParser(prog=prog, allow_abbrev=False, **kwargs)
     for f, flag in _flags():
         if only is None or f.name in only:
             parser.add_argument(*flag.names, dest=f.name, **flag.argparse)

@@ -32,6 +32,7 @@ from ipywidgets import (
 from traitlets import link
 
 from .catalog import KNOWN_MODELS
+from .chat import ChatSession
 from .conversation import Turn
 from .panel_model import FAILED, STOPPED, Draft, PanelModel
 from .render import StreamingMarkdown, inline_html, markdown_html
@@ -60,7 +61,9 @@ class ChatPanel(VBox):  # ipywidgets ships no type hints: VBox is Any to mypy
         self._links: list[link] = []
         self._after_cell: Callable[[], None] | None = None
         self._draft_markdown = StreamingMarkdown()  # the live reply re-renders only its open blocks
-        self.model = model if model is not None else PanelModel(chat=chat, **{**_configured(), **settings})
+        if model is None:
+            model = PanelModel(session=_session(), chat=chat, **{**_configured(), **settings})
+        self.model = model
         self._build()
         self._connect()
         self._after_cell = _watch_cells(self.model)
@@ -239,14 +242,29 @@ def _message(label: str, body_html: str, *, user: bool = False, note: str = "") 
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def _configured() -> dict[str, Any]:
-    """The %config settings of the loaded magic, so a panel made in code honours them too."""
+def _session() -> ChatSession:
+    """A session that logs where the magic's %config says (log, log_path, prices)."""
+    from .journal import shared_log
+
+    magics = _magics()
+    if magics is None:
+        return ChatSession(log=shared_log())
+    return ChatSession(log=shared_log(magics.log_path) if magics.log else None, prices=magics.prices)
+
+
+def _magics() -> Any:
+    """The loaded ``ReplicateMagics``, if any."""
     try:
         from IPython import get_ipython
     except ImportError:
-        return {}
+        return None
     shell = get_ipython()
-    magics = shell.magics_manager.registry.get("ReplicateMagics") if shell is not None else None
+    return shell.magics_manager.registry.get("ReplicateMagics") if shell is not None else None
+
+
+def _configured() -> dict[str, Any]:
+    """The %config settings of the loaded magic, so a panel made in code honours them too."""
+    magics = _magics()
     if magics is None:
         return {}
     names = ("max_history", "default_inputs", "timeout", "connect_timeout")

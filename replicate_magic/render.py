@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +70,14 @@ def plain_html(text: str, css: str = "rm-note", style: str = "em") -> str:
     taken from the text.
     """
     return f'<p class="{css} mathjax_ignore"><{style}>{inline_html(text)}</{style}></p>'
+
+
+def table_html(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A table of plain values (a log listing): every cell escaped text, never Markdown."""
+    head = "".join(f"<th>{inline_html(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{inline_html('' if v is None else str(v))}</td>" for v in row) + "</tr>"
+                   for row in rows)
+    return f"{_ROOT_OPEN}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{_ROOT_CLOSE}"
 
 
 def inline_html(text: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from .catalog import resolve_model
 from .inputs import Settings
@@ -33,6 +33,13 @@ class TurnRequest:
     max_history: int | None = SETTINGS["max_history"].default
     cell_id: str | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
+    # From the local log: "on" replays a logged reply for the same model and input, "only"
+    # never asks Replicate, "refresh" asks even when the log holds one; "off" never looks.
+    replay: Replay = "off"
+    notebook: str | None = None  # the notebook's path, when the frontend tells it
+
+
+Replay = Literal["off", "on", "only", "refresh"]
 
 
 def _default(name: str) -> Any:
@@ -48,6 +55,7 @@ class Configured:
     default_inputs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     timeout: float = _default("timeout")
     connect_timeout: float = _default("connect_timeout")
+    cache: bool | str = _default("cache")
 
     @classmethod
     def of(cls, source: Any) -> Configured:
@@ -57,7 +65,7 @@ class Configured:
 
 
 def build_request(prompt: str, options: CellOptions, configured: Configured,
-                  cell_id: str | None = None) -> TurnRequest:
+                  cell_id: str | None = None, notebook: str | None = None) -> TurnRequest:
     """The request for one turn. ``options`` wins over ``configured``, which wins over the
     built-in defaults; ``-i`` inputs are sent over everything, configured inputs under it."""
     return TurnRequest(
@@ -75,4 +83,14 @@ def build_request(prompt: str, options: CellOptions, configured: Configured,
         max_history=configured.max_history,
         cell_id=cell_id,
         timeouts=Timeouts(connect=configured.connect_timeout, idle=options.timeout or configured.timeout),
+        replay=_replay(options, configured),
+        notebook=notebook,
     )
+
+
+def _replay(options: CellOptions, configured: Configured) -> Replay:
+    if options.refresh:  # asked on the cell: ask again, whatever the configuration says
+        return "refresh"
+    if configured.cache == "only":
+        return "only"
+    return "on" if options.cache or configured.cache else "off"

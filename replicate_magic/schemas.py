@@ -78,8 +78,9 @@ class SchemaCache:
         entry = self._entries.get(key)
         return None if entry is None else entry[1]
 
-    def put(self, key: Key, schema: ModelSchema) -> None:
-        self._entries[key] = (self._clock(), schema)
+    def put(self, key: Key, schema: ModelSchema, age: float = 0.0) -> None:
+        """Keep ``schema``, fetched ``age`` seconds ago (one read back from the local log is older)."""
+        self._entries[key] = (self._clock() - age, schema)
 
     def clear(self) -> None:
         self._entries.clear()

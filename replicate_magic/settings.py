@@ -31,14 +31,15 @@ class Setting:
     low: float | None = None
     low_open: bool = False  # the bound itself is not allowed: timeouts must be > 0
     high: float | None = None
-    choices: tuple[str, ...] = ()
+    choices: tuple[Any, ...] = ()
     # Where a slider ends in the panel: a common range, not a limit (models set their own).
     slider_high: float | None = None
 
     def allowed(self) -> str:
         """The rule in words, as error messages give it: "a number > 0 and <= 1"."""
         if self.choices:
-            return " or ".join(self.choices)
+            names = [c if isinstance(c, str) else repr(c) for c in self.choices]
+            return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
         if self.type is bool:
             return "True or False"
         if self.type is dict:
@@ -99,6 +100,13 @@ _DECLARED = [
             choices=("markdown", "text")),
     Setting("show_metrics", bool, True, "show a line with tokens, time to first token and speed after a reply"),
     Setting("expand_variables", bool, True, "replace {name} in the prompt with that variable's value"),
+    Setting("log", bool, True, "write every exchange to the local log (never the API token)"),
+    Setting("log_path", str, "", "the local log's file; empty: $REPLICATE_MAGIC_DB, else log.db in the "
+            "user data directory"),
+    Setting("cache", object, False, "replay a reply from the local log when it holds the same model and "
+            "input; 'only': never ask Replicate, fail what is not in the log", choices=(False, True, "only")),
+    Setting("prices", dict, MappingProxyType({}), "price overrides over the bundled table, e.g. "
+            "{'owner/name': {'input_per_million': 0.5, 'output_per_million': 1.5}}"),
 ]
 SETTINGS: Mapping[str, Setting] = MappingProxyType({s.name: s for s in _DECLARED})
 

@@ -43,7 +43,7 @@ class StoreError(ReplicateMagicError):
     """The log could not be read or written; one line that says why and what to do."""
 
 
-def _now() -> str:
+def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
@@ -51,7 +51,7 @@ def _now() -> str:
 class Exchange:
     """One exchange with a model, as logged. ``input`` is exactly what was sent."""
 
-    time: str | float = dataclasses.field(default_factory=_now)  # UTC ISO 8601 (or epoch seconds in)
+    time: str | float = dataclasses.field(default_factory=utc_now)  # UTC ISO 8601 (or epoch seconds in)
     chat: str = "default"
     prompt: str = ""
     system: str | None = None
@@ -184,7 +184,7 @@ class LogStore:
         text = _json_of(scrub(dict(schema)), "the schema")
         with self._session() as db:
             db.execute("INSERT OR REPLACE INTO schemas (model, version, schema, saved_at) VALUES (?, ?, ?, ?)",
-                       (scrub(model), scrub(version), text, _now()))
+                       (scrub(model), scrub(version), text, utc_now()))
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -517,8 +517,9 @@ def _filters(model: str | None, search: str | None) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
     if model:
-        clauses.append("model = ?")
-        params.append(model)
+        # The model as typed, also as logged from another API ("owner/name @ http://...").
+        clauses.append("(model = ? OR model LIKE ? ESCAPE '\\')")
+        params += [model, _escaped(model) + " @ %"]
     if search:
         if search.isascii():  # LIKE ignores case for ASCII letters, and uses no Python per row
             clauses.append("(prompt LIKE ? ESCAPE '\\' OR reply LIKE ? ESCAPE '\\')")
@@ -529,8 +530,13 @@ def _filters(model: str | None, search: str | None) -> tuple[str, list[Any]]:
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
+def _escaped(text: str) -> str:
+    """``text`` matched literally by LIKE ... ESCAPE '\\'."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _like(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    escaped = _escaped(text)
     return f"%{escaped}%"
 
 

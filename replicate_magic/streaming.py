@@ -104,17 +104,9 @@ class PredictionStream:
             raise self.client.redact(error) from None
 
     def _inputs(self, ref: ModelRef) -> dict[str, Any]:
-        """The input for the model's declared keys, checked against its bounds; guessed (and
-        said so in ``adjusted``) only where no schema declares any."""
-        properties = None if self.schema is None else self.schema.properties
-        inputs, self.ignored = build_input(self.messages, self.settings, properties)
+        inputs, self.ignored, self.adjusted = input_for(ref, self.messages, self.settings, self.schema)
         if self.ignored:
             log.info("%s does not take %s; not sent", ref, ", ".join(self.ignored))
-        if properties is not None:
-            inputs, self.adjusted = fit_to_schema(inputs, properties)
-        else:
-            why = "no schema for a bare version id" if self.schema is None else f"{ref} declares no input schema"
-            self.adjusted = [guess_note(inputs, why)]
         return inputs
 
     def _on_wait(self, wait: RateLimitWait) -> None:
@@ -207,6 +199,23 @@ class PredictionStream:
                         else "no reason given")
                 raise ResponseError(f"The stream ended early ({said})", prediction_id=self.prediction_id)
         # Unknown events are ignored, as the SSE spec says.
+
+
+def input_for(
+    ref: ModelRef, messages: Sequence[Mapping[str, Any]], settings: Settings, schema: ModelSchema | None,
+) -> tuple[dict[str, Any], list[str], list[str]]:
+    """The input for the model's declared keys, checked against its bounds, with the settings
+    it does not take and the notes on what was adjusted; keys are guessed (and a note says
+    so) only where no schema declares any. The same messages, settings and schema always
+    give the same input: the local log finds replays by it."""
+    properties = None if schema is None else schema.properties
+    inputs, ignored = build_input(list(messages), settings, properties)
+    if properties is not None:
+        inputs, adjusted = fit_to_schema(inputs, properties)
+    else:
+        why = "no schema for a bare version id" if schema is None else f"{ref} declares no input schema"
+        adjusted = [guess_note(inputs, why)]
+    return inputs, ignored, adjusted
 
 
 async def poll_text(

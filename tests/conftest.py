@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from replicate_magic.emulator import Emulator
+
+# No test, and no kernel a test starts, writes to the developer's own log.
+_SESSION_LOG = Path(tempfile.mkdtemp(prefix="replicate-magic-tests-")) / "log.db"
+os.environ["REPLICATE_MAGIC_DB"] = str(_SESSION_LOG)
 
 TOKEN = "test-token-5f2a"  # a fake; real tokens start with r8_ and never appear here
 
@@ -17,6 +25,15 @@ def clean_env(monkeypatch):
     """Tests never see the developer's token, base URL or proxies."""
     for name in _ENV:
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def own_log(tmp_path_factory, monkeypatch):
+    """Each test logs to a file of its own (beside, not in, its tmp_path): no reply of one test
+    replays in another."""
+    path = tmp_path_factory.mktemp("log") / "log.db"
+    monkeypatch.setenv("REPLICATE_MAGIC_DB", str(path))
+    return path
 
 
 @pytest.fixture(autouse=True)

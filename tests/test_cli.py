@@ -99,3 +99,18 @@ def test_help_lists_the_cli_options_only():
         assert shown in done.stdout
     for hidden in ("--chat", "--out", "--new", "--no-history", "--format"):
         assert hidden not in done.stdout
+
+
+def test_cache_replays_a_logged_reply_from_the_shell_too(env_emu, capsys):
+    assert cli.main(["--cache", "--max-tokens", "30", "Tide", "pools"]) == 0
+    first = capsys.readouterr()
+    assert cli.main(["--cache", "--max-tokens", "30", "Tide", "pools"]) == 0
+    again = capsys.readouterr()
+    assert len([r for r in env_emu.requests if r.method == "POST"]) == 1
+    assert again.out == first.out
+    assert "replayed from the log" in again.err
+
+
+def test_the_emulator_writes_nothing_to_the_log(sent, own_log, capsys):
+    assert cli.main(["--emulator", "Hi"]) == 0
+    assert not own_log.exists()

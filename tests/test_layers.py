@@ -20,9 +20,9 @@ PURE = {"sse", "prompts", "inputs", "errors", "conversation", "options", "prompt
         "render", "terminal", "textparts", "environment", "answers", "settings", "request", "prediction",
         "schemas", "pricing"}
 # The network and the private loop; no IPython.
-IO = {"sessions", "client", "streaming", "provider", "chat", "loop", "cancels", "bodies", "store"}
+IO = {"sessions", "client", "streaming", "provider", "chat", "loop", "cancels", "bodies", "journal", "store"}
 # IPython and widgets on top.
-GLUE = {"magics", "display", "panel_model", "panel", "__main__", "demo", "__init__", "traits"}
+GLUE = {"magics", "subcommands", "display", "panel_model", "panel", "__main__", "demo", "__init__", "traits"}
 LAYERS = [PURE, IO, GLUE]
 
 # Third-party or standard modules a layer must not import.

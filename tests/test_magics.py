@@ -258,7 +258,7 @@ def test_cli_errors_are_one_line(env_emu):
 
 
 def test_history_and_chats_as_text_carry_no_control_sequences(ip, env_emu):
-    from replicate_magic.magics import _Text, _Transcript
+    from replicate_magic.subcommands import _Text, _Transcript
 
     assert repr(_Transcript("x", [{"role": "assistant", "content": "a\x1b[2Jb\x1b]52;c;ZXZpbA==\x07"}])) == "assistant: ab"
     assert repr(_Text("chat\x1b]0;title\x07: 1 turn")) == "chat: 1 turn"

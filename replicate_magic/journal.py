@@ -1,0 +1,131 @@
+"""The local log as a chat turn uses it: find a reply to replay, record what happened. I/O.
+
+A ``TurnLog`` wraps a ``store.LogStore`` for one API (base URL). The log never decides a
+reply: any ``StoreError`` becomes one line in ``problems`` (shown as a warning under the
+reply) and the turn goes on as if there were no log. Schemas fetched from Replicate are kept
+in the log too, so a fresh kernel can find a replay, or build its first request, without
+asking for the schema again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .environment import DEFAULT_BASE_URL
+from .inputs import ModelRef, Settings
+from .schemas import SCHEMA_TTL, ModelSchema, SchemaCache
+from .store import Exchange, LogStore, StoreError, default_path
+from .streaming import input_for
+
+__all__ = ["Replay", "TurnLog", "shared_log"]
+
+
+@dataclass(frozen=True)
+class Replay:
+    """A logged reply that answers this request, and the input it was found by."""
+
+    exchange: Exchange
+    inputs: dict[str, Any]
+    ignored: list[str]
+    adjusted: list[str]
+
+    @property
+    def when(self) -> str:
+        """When the logged reply was made, for the marker: "2026-12-01 16:22 UTC"."""
+        try:
+            moment = datetime.fromisoformat(str(self.exchange.time))
+        except ValueError:
+            return str(self.exchange.time)
+        return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+_open_logs: dict[Path, LogStore] = {}  # one store (one connection) per file in a process
+_open_lock = threading.Lock()
+
+
+def shared_log(path: str = "") -> LogStore:
+    """The process's store for ``path`` (empty: ``REPLICATE_MAGIC_DB``, else the default file),
+    so the magic, the panel and ``replicate_magic.log()`` share one connection to a file."""
+    where = Path(path).expanduser().absolute() if path.strip() else default_path()
+    with _open_lock:
+        if where not in _open_logs:
+            _open_logs[where] = LogStore(where)
+        return _open_logs[where]
+
+
+class TurnLog:
+    def __init__(self, store: LogStore, schemas: SchemaCache, base_url: str) -> None:
+        self.store = store
+        self.schemas = schemas
+        self.base_url = base_url
+        self.problems: list[str] = []  # one line per failure of the log, for the caller to show
+
+    def logged_model(self, model: str) -> str:
+        """The model as logged: another API's replies (the emulator's) never replay as Replicate's."""
+        return model if self.base_url == DEFAULT_BASE_URL else f"{model} @ {self.base_url}"
+
+    def find(self, ref: ModelRef, model: str, messages: Sequence[Mapping[str, Any]], settings: Settings,
+             schema: ModelSchema | None = None) -> Replay | None:
+        """The logged reply for this exact input, if any. With no ``schema`` given, the one in
+        memory or in the log is used; None when no schema is known to build the input with."""
+        if schema is None and ref.slug is not None:
+            schema = self.known_schema(ref)
+            if schema is None:
+                return None
+        inputs, ignored, adjusted = input_for(ref, messages, settings, schema)
+        try:
+            found = self.store.find_replay(self.logged_model(model), inputs)
+        except StoreError as error:
+            self.problems.append(f"the log could not be read: {error}")
+            return None
+        return None if found is None else Replay(found, inputs, ignored, adjusted)
+
+    def known_schema(self, ref: ModelRef) -> ModelSchema | None:
+        """The schema in memory (however old), else the one in the log, put in memory with its age."""
+        key = (self.base_url, str(ref))
+        schema = self.schemas.last_known(key)
+        if schema is not None:
+            return schema
+        try:
+            saved = self.store.load_schema(self.logged_model(str(ref)))
+        except StoreError as error:
+            self.problems.append(f"the log could not be read: {error}")
+            return None
+        if saved is None:
+            return None
+        _version, data, saved_at = saved
+        schema = ModelSchema(data.get("properties"), data.get("output", "other"))
+        self.schemas.put(key, schema, age=_age(saved_at))
+        return schema
+
+    def save_schema(self, ref: ModelRef, schema: ModelSchema | None) -> None:
+        if schema is None or ref.slug is None:
+            return
+        try:
+            self.store.save_schema(self.logged_model(str(ref)), ref.version,
+                                   {"properties": schema.properties, "output": schema.output})
+        except StoreError as error:
+            self.problems.append(f"not logged: {error}")
+
+    def record(self, exchange: Exchange) -> None:
+        try:
+            self.store.record(exchange)
+        except StoreError as error:
+            self.problems.append(f"not logged: {error}")
+
+
+def _age(saved_at: str) -> float:
+    """Seconds since a saved time; an unreadable one counts as old (fetched again when online)."""
+    try:
+        saved = datetime.fromisoformat(saved_at)
+    except ValueError:
+        return SCHEMA_TTL
+    if saved.tzinfo is None:
+        saved = saved.replace(tzinfo=timezone.utc)
+    return max(0.0, time.time() - saved.timestamp())
