@@ -104,9 +104,9 @@ class ChatSession:
         ref = parse_model(model)
         messages = self.messages_for(request)
         journal = None if self.log is None else TurnLog(self.log, self.schemas, base_url())
-        looked = False  # whether the log was searched for this input already
+        # A schema kept in the log spares a fresh kernel the schema request (and lets it replay).
+        known = journal is not None and (ref.slug is None or journal.known_schema(ref) is not None)
         if journal is not None and request.replay in ("on", "only"):
-            looked = ref.slug is None or journal.known_schema(ref) is not None
             replay = journal.find(ref, model, messages, request.settings)
             if replay is not None:
                 return self._replayed(request, model, replay, journal, on_token)
@@ -117,7 +117,7 @@ class ChatSession:
                 )
         client = await ReplicateClient.connect(timeouts=request.timeouts, schemas=self.schemas)
         stream = PredictionStream(client, model, messages, request.settings, on_log=on_log)
-        if journal is not None and request.replay == "on" and not looked:
+        if journal is not None and request.replay == "on" and not known:
             await stream.prepare()  # the schema was not known offline; now the input is
             replay = journal.find(ref, model, messages, request.settings, schema=stream.schema)
             if replay is not None:

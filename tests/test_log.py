@@ -214,3 +214,15 @@ def test_two_shells_share_one_file_without_locking(own_log, env_emu, capsys):
         other.close()
     with sqlite3.connect(own_log) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_a_fresh_kernel_takes_the_schema_from_the_log_instead_of_asking(ip, env_emu, capsys):
+    from replicate_magic.schemas import default_schemas
+
+    ask(ip, "--no-history", "First")
+    default_schemas.clear()  # a new kernel: nothing in memory
+    before = len(env_emu.requests)
+    ask(ip, "--no-history", "Second")
+    asked = [r.path for r in env_emu.requests[before:]]
+    assert not [p for p in asked if p.startswith("/v1/models/") and not p.endswith("/predictions")], asked
+    assert creates(env_emu) == 2
