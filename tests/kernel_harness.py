@@ -162,6 +162,14 @@ class KernelSession:
         assert self.km is not None
         self.km.interrupt_kernel()  # SIGINT: the notebook's stop button
 
+    def restart(self, timeout: float = 30) -> None:
+        """The notebook's Restart Kernel: a new kernel process, started as the first was
+        (same environment and working directory); this client stays connected to it."""
+        assert self.km is not None
+        self.km.restart_kernel(now=False)
+        self.kc.wait_for_ready(timeout=timeout)
+        self._drain(0.2)  # the new kernel's startup status messages
+
     # -- requests --------------------------------------------------------------------------------
 
     def send(self, code: str, *, cell_id: str | None = None, stop_on_error: bool = True,
