@@ -111,8 +111,10 @@ class ChatSession:
             if replay is not None:
                 return self._replayed(request, model, replay, journal, on_token)
             if request.replay == "only":
+                what = (f"no reply of {model} to this exact input" if known
+                        else f"nothing of {model} yet, not even its schema")
                 raise NotInLogError(
-                    f"Not in the log: no reply of {model} to this exact input, and cache = 'only' asks "
+                    f"Not in the log: {what}, and cache = 'only' asks "
                     "Replicate nothing. Next: run it once with --cache (or cache = True), or use --refresh."
                 )
         client = await ReplicateClient.connect(timeouts=request.timeouts, schemas=self.schemas)
