@@ -12,6 +12,8 @@ not share the measured client's GIL. It prints ``{"base_url": ..., "stream_base"
 - ``{"op": "sent"}``: ``[token, unix time]`` for every output event written to a stream
   socket since the last call (taken right after the write), then forgets them.
 - ``{"op": "forget"}``: drops finished predictions and recorded requests (memory).
+- ``{"op": "requests"}``: ``[method, path, user agent]`` of every request either server
+  received since the last ``forget``.
 - ``{"op": "cpu"}``: this process's user+system CPU seconds.
 - ``{"op": "bulk", "on": true}``: bulk mode for the throughput benchmark (below).
 - ``{"op": "quit"}``.
@@ -157,6 +159,10 @@ def main() -> None:
         emu.requests.clear()
         return {"ok": True}
 
+    def requests() -> dict:
+        return {"requests": [[r.method, r.path, r.headers.get("User-Agent", r.headers.get("user-agent", ""))]
+                             for r in emu.requests]}
+
     def sent() -> dict:
         taken = list(SENT)
         SENT.clear()
@@ -185,6 +191,8 @@ def main() -> None:
             reply = on_loop(sent)
         elif op == "forget":
             reply = on_loop(forget)
+        elif op == "requests":
+            reply = on_loop(requests)
         elif op == "bulk":
             BULK["on"] = bool(request["on"])
             reply = {"ok": True}

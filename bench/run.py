@@ -153,8 +153,13 @@ def emulator_tokens(n: int) -> list[str]:
 # -- kernels -----------------------------------------------------------------------------------
 
 
-def kernel_session(package_root: Path, kernel_name: str, emu: EmulatorProcess, tmp: Path) -> Any:
-    """A kernel (tests/kernel_harness.py) pointed at the emulator process; its stderr goes to a file."""
+def kernel_session(package_root: Path, kernel_name: str, emu: EmulatorProcess, tmp: Path,
+                   log_path: Path | None = None) -> Any:
+    """A kernel (tests/kernel_harness.py) pointed at the emulator process; its stderr goes to a file.
+
+    Its local log is ``log_path``, by default a file of its own in its directory: a benchmark
+    never writes to the user's log, and never finds replies or schemas another run left there.
+    """
     from tests.kernel_harness import KernelSession, kernel_env
 
     class QuietKernelSession(KernelSession):
@@ -168,6 +173,7 @@ def kernel_session(package_root: Path, kernel_name: str, emu: EmulatorProcess, t
         PYTHONPATH=os.pathsep.join([str(package_root), str(BENCH)]),
         REPLICATE_API_TOKEN=TOKEN,
         REPLICATE_BASE_URL=emu.base_url,
+        REPLICATE_MAGIC_DB=str(log_path or ipython_dir / "log.db"),
     )
     return QuietKernelSession(env, cwd=str(ipython_dir), kernel_name=kernel_name).start()
 
@@ -342,7 +348,8 @@ def bench_display(s: Section, emu: EmulatorProcess, runs: int, kernel: Any, **_:
         emu.ask("forget")
         m, p = median(results["magic"]), median(results["provider"])
         ratios[bulk] = m / p
-        how = "bulk serving (the client is the bottleneck)" if bulk else "the emulator's own serving, one write an event"
+        how = ("bulk serving (the client is the bottleneck)" if bulk
+               else "the emulator's own serving, one write an event")
         s.note(f"{how}, {rounds} runs each: %%replicate cell seconds: {runs_text(results['magic'])}; "
                f"provider cell seconds: {runs_text(results['provider'])}")
         if bulk:
@@ -387,7 +394,7 @@ def bench_latency(s: Section, emu: EmulatorProcess, runs: int, kernel: Any, **_:
         sent = dict(emu.ask("sent")["sent"])
         updates = [(m.sent.timestamp(), text_of(m)) for m in reply_area(request)]
         latencies = []
-        for token, end in zip(tokens, ends):
+        for token, end in zip(tokens, ends, strict=True):
             shown = next(t for t, body in updates if len(body) >= end and body[:end] == text[:end])
             latencies.append((shown - sent[token]) * 1000)
         peaks.append(peak_per_second([m.sent for m in request.of_type("display_data", "update_display_data")]))
@@ -711,6 +718,236 @@ def bench_store(s: Section, runs: int, tmp: Path, **_: Any) -> None:
     run(s, runs=runs, tmp=tmp)
 
 
+# -- 10. a replayed cell and a logged cell, in a kernel ------------------------------------------------
+
+# Times every cell inside the kernel, from IPython's pre_run_cell to its post_run_cell: the cell's
+# own run (the magic and IPython's handling of the cell), without the kernel's messaging. Read in
+# the same execute request through user_expressions, which run after post_run_cell.
+CELL_TIMER = """\
+import time as _bench_time
+_bench = {"t0": 0.0, "ms": 0.0}
+def _bench_pre(*_):
+    _bench["t0"] = _bench_time.perf_counter()
+def _bench_post(*_):
+    _bench["ms"] = (_bench_time.perf_counter() - _bench["t0"]) * 1000
+get_ipython().events.register("pre_run_cell", _bench_pre)
+get_ipython().events.register("post_run_cell", _bench_post)
+"""
+REPLAY_CELL = "%%replicate --cache --no-history\nreplay this, benchmark 10"
+LOGGED_CELL = "%%replicate --no-history\nlog this, benchmark 10"
+REPLAY_GOAL_MS, LOGGING_GOAL_MS, LOGGED_TOKENS = 15.0, 2.0, 50
+
+
+def timed_cell(kernel: Any, code: str, cell_id: str) -> tuple[Any, float, float]:
+    """Run a cell: (request, busy-to-idle ms by the kernel's header dates, in-kernel ms)."""
+    kernel.run("", silent=True, user_expressions={"gc": "__import__('gc').collect()"})  # no GC pause by chance
+    request = ok(kernel, code, cell_id=cell_id, user_expressions={"ms": "_bench['ms']"})
+    inner = request.reply["user_expressions"]["ms"]
+    assert inner["status"] == "ok", inner
+    return request, request.seconds() * 1000, float(inner["data"]["text/plain"])
+
+
+def shown_text(request: Any) -> str:
+    return "\n".join(text_of(m) for m in request.of_type("display_data", "update_display_data"))
+
+
+def bench_replay(s: Section, emu: EmulatorProcess, runs: int, kernel: Any, **_: Any) -> None:
+    ok(kernel, CELL_TIMER)
+    ok(kernel, "%config ReplicateMagics.log = True")
+    emu.tokens(LOGGED_TOKENS, bulk=False)
+    first = ok(kernel, REPLAY_CELL, cell_id="bench-replay")  # asks once, and logs the reply
+    assert "replayed from the log" not in shown_text(first)
+    expected = "".join(emulator_tokens(LOGGED_TOKENS))
+    emu.ask("forget")
+    replays = max(30, 10 * runs)
+    cell_ms: list[float] = []
+    inner_ms: list[float] = []
+    for _ in range(replays):
+        request, busy, inner = timed_cell(kernel, REPLAY_CELL, "bench-replay")
+        text = shown_text(request)
+        assert "replayed from the log" in text and expected in text, text[-300:]
+        cell_ms.append(busy)
+        inner_ms.append(inner)
+    asked = emu.ask("requests")["requests"]
+    s.row(f"a replayed `%%replicate --cache --no-history` cell: kernel time, busy to idle (median of {replays})",
+          f"{median(cell_ms):.1f} ms (p95 {percentile(cell_ms, 95):.1f})", f"<= {REPLAY_GOAL_MS:g} ms",
+          median(cell_ms) <= REPLAY_GOAL_MS)
+    s.row("the same, the cell's own run inside the kernel (pre_run_cell to post_run_cell)",
+          f"{median(inner_ms):.1f} ms (p95 {percentile(inner_ms, 95):.1f})")
+    s.row(f"requests the emulator received during the {replays} replays", str(len(asked)), "0", not asked)
+
+    emu.tokens(LOGGED_TOKENS, bulk=False)  # unpaced: as fast as the emulator serves, the least noise
+
+    def logged(on: bool) -> Callable[[], tuple[float, float]]:
+        def run() -> tuple[float, float]:
+            ok(kernel, f"%config ReplicateMagics.log = {on}")
+            request, busy, inner = timed_cell(kernel, LOGGED_CELL, f"bench-logged-{on}")
+            assert expected in shown_text(request)
+            return busy, inner
+
+        return run
+
+    logged(True)(), logged(False)()  # warm-up: the schema in memory, the log open
+    rounds = max(40, 10 * runs)
+    results = alternate(rounds, {"on": logged(True), "off": logged(False)})
+    emu.ask("forget")
+    with_log, without = ([b for b, _ in results[k]] for k in ("on", "off"))
+    inner_on, inner_off = ([i for _, i in results[k]] for k in ("on", "off"))
+    added = median(with_log) - median(without)
+    paired = median([a - b for a, b in zip(with_log, without, strict=True)])
+    s.row(f"the same cell not cached ({LOGGED_TOKENS} tokens), `log = True` / `log = False`: kernel time, "
+          f"busy to idle (median of {rounds} each)", f"{median(with_log):.1f} / {median(without):.1f} ms")
+    s.row("time logging adds to a cell (difference of the medians; median of the paired differences)",
+          f"{added:+.2f} ms ({paired:+.2f} ms)", f"<= {LOGGING_GOAL_MS:g} ms", added <= LOGGING_GOAL_MS)
+    s.row("the same inside the kernel (pre_run_cell to post_run_cell): on / off / difference",
+          f"{median(inner_on):.1f} / {median(inner_off):.1f} / {median(inner_on) - median(inner_off):+.2f} ms")
+    s.note(f"One kernel with a log of its own (`REPLICATE_MAGIC_DB` in the benchmark's directory). `{REPLAY_CELL!r}` "
+           f"ran once (asked, logged), then {replays} times more, each shown from the log: every run's output "
+           "was checked for the whole reply and the replay marker. Requests: the emulator process's record of "
+           "what both its servers received, emptied before the replays.")
+    s.note("Kernel time is the kernel's own clock, from its `busy` to its `idle` status message (header dates): "
+           "what the cell costs the kernel, IPython's handling and the kernel's messages included. The in-kernel "
+           "figure is `time.perf_counter()` in IPython's pre_run_cell and post_run_cell hooks, the cell's "
+           "run alone. A collect (`gc.collect()`) runs before each timed cell, so no GC pause lands in one by chance.")
+    s.note(f"Logging: `{LOGGED_CELL!r}` against the emulator unpaced (each of {LOGGED_TOKENS} tokens as soon as "
+           f"it is made), `%config ReplicateMagics.log` switched before each run (not timed), the two alternating. "
+           "With the log on, the cell logs the exchange (with its text index entry) and the model's schema; "
+           f"both writes happen before the cell ends (the metrics line waits for them). Busy-to-idle ms, on: "
+           f"{runs_text(with_log, '{:.1f}')}; off: {runs_text(without, '{:.1f}')}.")
+
+
+# -- 11. time to first token in a fresh kernel -------------------------------------------------------
+
+OFFICIAL_CELL = """\
+_t0 = time.perf_counter()
+_events = iter(replicate.stream({model!r}, input={{"prompt": "first token, benchmark 11"}}))
+_first = ""
+while not _first:  # the first output event (log events, which come before, are "")
+    _first = str(next(_events))
+_received = (time.perf_counter() - _t0) * 1000
+print(_first, end="", flush=True)
+_rest = "".join(str(e) for e in _events)
+"""
+FIRST_TOKEN_CELL = "%%replicate\nfirst token, benchmark 11"
+FIRST_TOKENS = 20
+
+
+def first_shown(request: Any, token: str) -> datetime:
+    """The kernel-side date of the first output message of the cell whose text holds ``token``."""
+    for m in request.messages:
+        if m.type == "stream" and token in m.content.get("text", ""):
+            return m.sent
+        if m.type in ("display_data", "update_display_data") and token in text_of(m):
+            return m.sent
+    raise AssertionError(f"{token!r} never shown")
+
+
+def busy_at(request: Any) -> datetime:
+    return next(m.sent for m in request.of_type("status") if m.content["execution_state"] == "busy")
+
+
+# The setup cell of each kind of run (untimed in the main figures). "imported" is ours with the
+# modules the first %%replicate cell imports (aiohttp among them) imported in the setup cell,
+# as the official client's setup cell imports it and httpx: the first request's path alone.
+FIRST_TOKEN_SETUP = {
+    "warm": "%load_ext replicate_magic",
+    "imported": "%load_ext replicate_magic\nimport replicate_magic.chat, replicate_magic.display, replicate_magic.loop",
+    "official": "import time, replicate",
+    "empty": "%load_ext replicate_magic",
+}
+
+
+def bench_first_token(s: Section, emu: EmulatorProcess, runs: int, package_root: Path, kernel_name: str,
+                      tmp: Path, **_: Any) -> None:
+    emu.tokens(FIRST_TOKENS, bulk=False)
+    token = emulator_tokens(FIRST_TOKENS)[0]
+    warm_log = tmp / "first-token-warm" / "log.db"
+    kinds = ("warm", "official", "empty", "imported")
+    found: dict[str, list[list[list[str]]]] = {kind: [] for kind in kinds}
+    received: list[float] = []
+
+    def fresh(kind: str) -> Callable[[], tuple[float, float, float]]:
+        """ms from the timed cell's busy to the first token on screen, and to the emulator writing
+        it; and the setup cell's busy-to-idle ms."""
+        def run() -> tuple[float, float, float]:
+            log_path = tmp / f"first-token-{time.monotonic_ns()}" / "log.db" if kind == "empty" else warm_log
+            kernel = kernel_session(package_root, kernel_name, emu, tmp, log_path=log_path)
+            try:
+                setup = ok(kernel, FIRST_TOKEN_SETUP[kind]).seconds() * 1000
+                code = OFFICIAL_CELL.format(model=MODEL) if kind == "official" else FIRST_TOKEN_CELL
+                emu.ask("forget"), emu.ask("sent")  # this cell's requests and send times only
+                request = ok(kernel, code, cell_id="bench-first-token")
+                start = busy_at(request)
+                shown = (first_shown(request, token) - start).total_seconds() * 1000
+                written = (dict(emu.ask("sent")["sent"])[token] - start.timestamp()) * 1000
+                found[kind].append(emu.ask("requests")["requests"])
+                if kind == "official":
+                    assert kernel.eval("_first + _rest") == "".join(emulator_tokens(FIRST_TOKENS))
+                    received.append(kernel.eval("_received"))
+                return shown, written, setup
+            finally:
+                kernel.close()
+
+        return run
+
+    # Unmeasured first runs: .pyc files and the page cache for each; the first "warm" kernel finds
+    # its log empty, asks for the schema and keeps it there, for every later one.
+    for kind in kinds:
+        fresh(kind)()
+        found[kind].clear()
+    received.clear()
+    results = alternate(runs, {kind: fresh(kind) for kind in kinds})
+    emu.ask("forget")
+    shown = {k: median([x for x, _, _ in v]) for k, v in results.items()}
+    written = {k: median([w for _, w, _ in v]) for k, v in results.items()}
+    setup = {k: median([c for _, _, c in v]) for k, v in results.items()}
+    total = {k: median([c + x for x, _, c in v]) for k, v in results.items()}
+    s.row("(a) `%%replicate`, schema in the log from an earlier kernel: cell start to first token shown",
+          f"{shown['warm']:.1f} ms")
+    s.row("(b) official client, `replicate.stream(...)`: cell start to first token printed",
+          f"{shown['official']:.1f} ms (received {median(received):.1f} ms)")
+    s.row("(c) `%%replicate`, empty log (asks for the schema first): cell start to first token shown",
+          f"{shown['empty']:.1f} ms")
+    s.row("(a) / (b)", f"{shown['warm'] / shown['official']:.2f}x", "<= 1x (no slower)",
+          shown["warm"] <= shown["official"])
+    s.row("(d) = (a) with the modules its first cell imports (aiohttp...) imported in the setup cell",
+          f"{shown['imported']:.1f} ms; (d) / (b) = {shown['imported'] / shown['official']:.2f}x")
+    s.row("the setup cell (busy to idle): (a) `%load_ext` / (b) `import replicate` / (d) `%load_ext` + imports",
+          f"{setup['warm']:.1f} / {setup['official']:.1f} / {setup['imported']:.1f} ms")
+    s.row("setup cell + cell start to first token: (a) / (b) / (c) / (d)",
+          " / ".join(f"{total[k]:.0f}" for k in ("warm", "official", "empty", "imported")) + " ms")
+    s.row("cell start to the emulator writing the first token: (a) / (b) / (c) / (d)",
+          " / ".join(f"{written[k]:.1f}" for k in ("warm", "official", "empty", "imported")) + " ms")
+
+    def paths(kind: str) -> str:
+        seen = found[kind][0]
+        return "; ".join(f"{method} {path.split('?')[0]} ({agent.split(' ')[0]})" for method, path, agent in seen)
+
+    schema_gets = {k: sum(any(m == "GET" and p.startswith("/v1/models/") for m, p, _ in run) for run in v)
+                   for k, v in found.items()}
+    s.row("runs that asked for the model's schema: (a) / (b) / (c) / (d)",
+          " / ".join(str(schema_gets[k]) for k in ("warm", "official", "empty", "imported")) + f" of {runs}",
+          "(a), (d): 0", schema_gets["warm"] == schema_gets["imported"] == 0)
+    for kind, label in (("warm", "(a)"), ("official", "(b)"), ("empty", "(c)"), ("imported", "(d)")):
+        s.note(f"{label} ms, first token shown / written by the emulator / setup cell: "
+               f"{', '.join(f'{x:.1f} / {w:.1f} / {c:.1f}' for x, w, c in results[kind])}. Requests of its "
+               f"first run: {paths(kind)}")
+    s.note("Each run is a new kernel process (a notebook's first request): it is started and runs its setup "
+           "cell (`%load_ext replicate_magic`, or `import time, replicate` for the official client; for (d), "
+           "`%load_ext` and `import replicate_magic.chat, replicate_magic.display, replicate_magic.loop`), "
+           "then the timed cell. The four alternate, one unmeasured run each first. Times are the kernel's clock: "
+           "from the timed cell's `busy` status to the first output message holding the first token (ours: the "
+           "live area's display update; the official client's: its `print(..., flush=True)` of the first event). "
+           "Ours imports aiohttp in its first `%%replicate` cell (so that `%load_ext` stays cheap, benchmark 5); "
+           "the official client's `import replicate` brings httpx in the setup cell: (d) and the setup + first "
+           "token row show both ways of counting. 'Received' is the official client's own `time.perf_counter()` "
+           "from the call to its first event.")
+    s.note(f"Both talk to the same emulator process (`REPLICATE_BASE_URL`: the official client reads it, and each "
+           f"run's requests, as the emulator recorded them with their User-Agent, are listed above), model {MODEL}, "
+           f"{FIRST_TOKENS} tokens unpaced. (a) and (d) use one log file for all their kernels, whose schema a "
+           "kernel of its own saved before the runs; (c) a new, empty log file each run.")
+
+
 BENCHMARKS: dict[int, tuple[str, Callable[..., None], bool]] = {
     1: ("Stream throughput (50,000 events)", bench_throughput, False),
     2: ("Display cost in a real kernel", bench_display, True),
@@ -721,6 +958,8 @@ BENCHMARKS: dict[int, tuple[str, Callable[..., None], bool]] = {
     7: ("No leaks: 200 cells, 1,000-turn history", bench_leaks, False),
     8: ("Rendering untrusted Markdown: a 100 KB reply", bench_render, False),
     9: ("The local log: 100,000 exchanges", bench_store, False),
+    10: ("A replayed cell and a logged cell, in a kernel", bench_replay, True),
+    11: ("Time to first token in a fresh kernel, against the official client", bench_first_token, False),
 }
 
 
@@ -748,8 +987,8 @@ def machine(package_root: Path, kernel_name: str) -> list[str]:
         commit = "not a git checkout"
     mem = ""
     try:
-        kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines()
-                      if l.startswith("MemTotal")).split()[1])
+        kb = int(next(line for line in Path("/proc/meminfo").read_text().splitlines()
+                      if line.startswith("MemTotal")).split()[1])
         mem = f", {kb / 1024 / 1024:.0f} GiB memory"
     except (OSError, StopIteration, ValueError):
         pass

@@ -5,6 +5,10 @@ directory. Mode 0600, WAL journal and a busy timeout, so several kernels write a
 API token is never written: every text and JSON value is scrubbed of it first. A ``LogStore``
 touches the disk on its first call, not when it is made (``%load_ext`` stays cheap).
 
+Text search (``recent(search=...)``) goes through an FTS5 index with the ``trigram`` tokenizer
+over prompt and reply where this SQLite has one (3.34 and later, built with FTS5), and scans
+every row where it has not, or for searches shorter than three characters.
+
 Every failure is one ``StoreError`` line (a foreign or corrupt file, a read-only place, a full
 disk, a lock held too long, a log from a newer version); the caller shows it as a warning,
 and a reply never depends on the log.
@@ -22,7 +26,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -87,8 +91,10 @@ def default_path() -> Path:
 # -- the layout, one step per version ------------------------------------------------------------
 
 # A file at version N has had steps 1..N applied; PRAGMA user_version holds N. Add a step at the
-# end, never edit one: older files are brought up to date by running the steps they miss.
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+# end, never edit one: older files are brought up to date by running the steps they miss. A step
+# is its statements, or a function of the connection (run inside the same transaction).
+_Step = tuple[str, ...] | Callable[[sqlite3.Connection], None]
+_MIGRATIONS: tuple[_Step, ...] = (
     (  # 1: the exchanges, indexed for replay, the recent list by time or model, and restoring a chat
         """CREATE TABLE exchanges (
             id INTEGER PRIMARY KEY,
@@ -122,8 +128,28 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             saved_at TEXT NOT NULL
         )""",
     ),
+    # 3: the text index (_add_text_index, below: only where this SQLite has FTS5 with trigrams)
+    lambda db: _add_text_index(db),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
+
+# The text index: an FTS5 table over prompt and reply whose content stays in ``exchanges``
+# (external content: the text is not stored twice), tokenized into trigrams, so a phrase query
+# is a case-insensitive substring search. ``record`` keeps it in step (no triggers: a file
+# written here may be opened by a SQLite without FTS5, whose writes a trigger would break);
+# every row up to the highest id in its docsize table is indexed, and ``record`` indexes every
+# row above that, so rows a SQLite without the index logged are caught up by the next write.
+_TEXT_TABLE = "exchanges_text"
+_TEXT_INDEX = (f"CREATE VIRTUAL TABLE {_TEXT_TABLE} USING fts5(prompt, reply, content='exchanges', "
+               "content_rowid='id', tokenize='trigram', detail=full)")
+_INDEX_NEW = (f"INSERT INTO {_TEXT_TABLE} (rowid, prompt, reply) SELECT id, prompt, reply FROM exchanges "
+              f"WHERE id > (SELECT coalesce(max(id), 0) FROM {_TEXT_TABLE}_docsize)")
+_INDEX_BEHIND = (f"SELECT coalesce((SELECT max(id) FROM exchanges), 0) "
+                 f"> coalesce((SELECT max(id) FROM {_TEXT_TABLE}_docsize), 0)")
+_TRIGRAMS = 3  # the shortest search the index answers; shorter ones scan
+_FEW = 1000  # at most this many rows hold the text: read just those, newest first
+_WINDOW = 2000  # more: first look for them among this many newest rows (a common word is there)
+_WINDOW_START = "SELECT time FROM exchanges ORDER BY time DESC LIMIT 1 OFFSET ?"
 
 _COLUMNS = ("id", "time", "chat", "prompt", "system", "model", "version", "input", "reply", "files",
             "metrics", "prediction_id", "status", "cell_id", "notebook", "replayed")
@@ -140,6 +166,7 @@ class LogStore:
         self._path: Path | None = None
         self._timeout = timeout
         self._db: sqlite3.Connection | None = None
+        self._indexed = False  # the connection's file has a text index this SQLite can use
         self._pid = 0
         self._inherited: list[sqlite3.Connection] = []
         # One connection, used under one lock by every thread. The kernel thread and the loop
@@ -175,7 +202,12 @@ class LogStore:
         """Log one exchange (scrubbed of the token); returns its row id."""
         row = _row(exchange, _Scrubber.now())
         with self._session() as db:
-            cursor = db.execute(_INSERT, row)
+            if not self._indexed:
+                cursor = db.execute(_INSERT, row)
+            else:
+                with _transaction(db):  # the row and its text index entry, together
+                    cursor = db.execute(_INSERT, row)
+                    db.execute(_INDEX_NEW)
         return int(cursor.lastrowid or 0)
 
     def save_schema(self, model: str, version: str | None, schema: Mapping[str, Any]) -> None:
@@ -206,8 +238,27 @@ class LogStore:
         if n <= 0:
             return []
         where, params = _filters(model, search)
+        newest = " ORDER BY time DESC, id DESC LIMIT ?"
         with self._session() as db:
-            rows = db.execute(f"{_SELECT}{where} ORDER BY time DESC, id DESC LIMIT ?", (*params, n)).fetchall()
+            if search and _indexable(search) and self._indexed and not db.execute(_INDEX_BEHIND).fetchone()[0]:
+                # The index finds the rows that hold the text; the filters above still decide
+                # (LIKE or casefold, exactly as the scan does), the index only spares reading the rest.
+                phrase = '"' + search.replace('"', '""') + '"'
+                found = db.execute(f"SELECT rowid FROM {_TEXT_TABLE} WHERE {_TEXT_TABLE} MATCH ? LIMIT ?",
+                                   (phrase, _FEW + 1)).fetchall()
+                if len(found) <= _FEW:  # few: read those rows and sort them
+                    ids = json.dumps([rowid for (rowid,) in found])
+                    sql = f"{_SELECT}{where} AND id IN (SELECT value FROM json_each(?)){newest}"
+                    rows = db.execute(sql, (*params, ids, n)).fetchall()
+                else:  # many: the newest rows alone may hold n of them (then they are the answer)
+                    sql = f"{_SELECT}{where} AND time >= ({_WINDOW_START}){newest}"
+                    rows = db.execute(sql, (*params, _WINDOW, n)).fetchall()
+                    if len(rows) < n:  # else walk the rows newest first, stop at the n-th that holds it
+                        sql = (f"{_SELECT}{where} AND +id IN (SELECT rowid FROM {_TEXT_TABLE} "
+                               f"WHERE {_TEXT_TABLE} MATCH ?){newest}")
+                        rows = db.execute(sql, (*params, phrase, n)).fetchall()
+            else:
+                rows = db.execute(f"{_SELECT}{where}{newest}", (*params, n)).fetchall()
         return [dataclasses.asdict(_exchange(row, self.path)) for row in rows]
 
     def conversation(self, name: str) -> list[Exchange]:
@@ -292,6 +343,7 @@ class LogStore:
             # NORMAL syncs at checkpoints only: a power cut may lose the last exchanges, never the file.
             db.execute("PRAGMA synchronous = NORMAL")
             _migrate(db, path)
+            self._indexed = _text_index_ready(db)
             db.create_function("rm_contains", 2, _contains, deterministic=True)
             _tighten(path)
         except BaseException:
@@ -373,6 +425,9 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
     try:
         version = _version(db, path)
         for step in _MIGRATIONS[version:]:
+            if callable(step):
+                step(db)
+                continue
             for statement in step:
                 db.execute(statement)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -382,6 +437,78 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
+    if version:  # an older file: indexing its rows filled the WAL, give that space back
+        _shrink_wal(db)
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction (IMMEDIATE: the write lock first, under the busy timeout)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _shrink_wal(db: sqlite3.Connection) -> None:
+    """Checkpoint and truncate the WAL; best effort (another kernel reading keeps it as it is)."""
+    with contextlib.suppress(sqlite3.Error):
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+
+_trigram_support: bool | None = None
+
+
+def _has_trigrams() -> bool:
+    """Whether this SQLite has FTS5 and its ``trigram`` tokenizer (asked once a process).
+
+    The tokenizer came with SQLite 3.34 (2020-12); Python's own builds bundle a newer SQLite
+    with FTS5, but a Python using an older system library (Ubuntu 20.04 has 3.31) or one built
+    without FTS5 has neither. There the text search falls back to scanning every row.
+    """
+    global _trigram_support
+    if _trigram_support is None:
+        probe = sqlite3.connect(":memory:")
+        try:
+            probe.execute("CREATE VIRTUAL TABLE probe USING fts5(text, tokenize='trigram')")
+            _trigram_support = True
+        except sqlite3.Error:
+            _trigram_support = False
+        finally:
+            probe.close()
+    return _trigram_support
+
+
+def _has_text_index(db: sqlite3.Connection) -> bool:
+    return db.execute("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = ?)", (_TEXT_TABLE,)).fetchone()[0] == 1
+
+
+def _add_text_index(db: sqlite3.Connection) -> None:
+    """Migration step 3: the text index, filled with every row logged so far. Where this SQLite
+    has no trigram tokenizer the step does nothing, and the first SQLite that has one makes it
+    when it opens the file (``_text_index_ready``)."""
+    if _has_trigrams() and not _has_text_index(db):
+        db.execute(_TEXT_INDEX)
+        db.execute(f"INSERT INTO {_TEXT_TABLE} ({_TEXT_TABLE}) VALUES ('rebuild')")
+
+
+def _text_index_ready(db: sqlite3.Connection) -> bool:
+    """Whether searches and writes on this connection use the text index; makes it if missing."""
+    if not _has_trigrams():
+        return False  # the index, if the file has one, is left alone: writes here do not touch it
+    if not _has_text_index(db):  # the file came to layout 3 under a SQLite without trigrams
+        try:
+            with _transaction(db):
+                _add_text_index(db)
+        except sqlite3.Error:  # locked by another kernel, a full disk: scan now, try at the next open
+            return False
+        _shrink_wal(db)
+    return True
 
 
 def _version(db: sqlite3.Connection, path: Path) -> int:
@@ -528,6 +655,14 @@ def _filters(model: str | None, search: str | None) -> tuple[str, list[Any]]:
             clauses.append("(rm_contains(prompt, ?) OR rm_contains(reply, ?))")
             params += [search.casefold()] * 2
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _indexable(search: str) -> bool:
+    """Whether the text index can answer ``search``: three characters or more (it holds
+    trigrams), and no letter whose case folds to more than itself. The index folds case one
+    character at a time, as LIKE does for ASCII; the scan of other text uses ``str.casefold``,
+    where "ß" is "ss": such a search scans, so that it finds what it found before the index."""
+    return len(search) >= _TRIGRAMS and (search.isascii() or search.casefold() == search.lower())
 
 
 def _escaped(text: str) -> str:

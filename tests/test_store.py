@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from replicate_magic import store as store_module
 from replicate_magic.errors import ReplicateMagicError
 from replicate_magic.store import SCHEMA_VERSION, Exchange, LogStore, StoreError
 
@@ -531,3 +532,164 @@ def test_the_store_recovers_once_a_bad_file_is_moved_away(tmp_path):
         path.rename(tmp_path / "moved.txt")
         log.record(exchange())
         assert len(log.recent()) == 1
+
+
+# -- text search through the trigram index ------------------------------------------------------
+
+needs_trigrams = pytest.mark.skipif(not store_module._has_trigrams(),
+                                    reason="this SQLite has no FTS5 trigram tokenizer (3.34+): searches scan")
+
+
+def searched(log: LogStore, text: str, **filters) -> tuple[list[str], bool]:
+    """The prompts ``recent(search=text)`` finds, and whether it asked the text index."""
+    log.recent(1)  # opened, so the statements of the search itself are the ones traced
+    statements: list[str] = []
+    log._db.set_trace_callback(statements.append)
+    try:
+        prompts = [row["prompt"] for row in log.recent(search=text, **filters)]
+    finally:
+        log._db.set_trace_callback(None)
+    return prompts, any("MATCH" in s for s in statements)
+
+
+LAYOUT_2 = """
+    CREATE TABLE exchanges (id INTEGER PRIMARY KEY, time TEXT NOT NULL, chat TEXT NOT NULL,
+        prompt TEXT NOT NULL, system TEXT, model TEXT NOT NULL, version TEXT, input TEXT NOT NULL,
+        input_hash TEXT NOT NULL, reply TEXT NOT NULL, metrics TEXT NOT NULL DEFAULT '{}',
+        prediction_id TEXT, status TEXT NOT NULL, cell_id TEXT, notebook TEXT,
+        replayed INTEGER NOT NULL DEFAULT 0, files TEXT NOT NULL DEFAULT '[]');
+    CREATE INDEX exchanges_replay ON exchanges (model, input_hash, time);
+    CREATE INDEX exchanges_time ON exchanges (time);
+    CREATE INDEX exchanges_chat ON exchanges (chat, time);
+    CREATE INDEX exchanges_model ON exchanges (model, time);
+    CREATE TABLE schemas (model TEXT PRIMARY KEY, version TEXT, schema TEXT NOT NULL, saved_at TEXT NOT NULL);
+    PRAGMA application_id = 1380797511;
+    PRAGMA user_version = 2;
+"""
+
+
+def write_layout_2(path: Path, rows: list[tuple[str, str, str]]) -> None:
+    """A log of layout 2 (before the text index), written out by hand: (time, prompt, reply) rows."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript(LAYOUT_2)
+        db.executemany("INSERT INTO exchanges (time, chat, prompt, model, input, input_hash, reply, status) "
+                       "VALUES (?, 'old', ?, 'm/m', '{}', 'x', ?, 'succeeded')", rows)
+        db.commit()
+
+
+@needs_trigrams
+def test_a_log_of_the_second_layout_is_migrated_and_its_rows_are_searched_through_the_index(tmp_path):
+    path = tmp_path / "log.db"
+    write_layout_2(path, [(f"2025-01-{day:02d}T00:00:00.000000+00:00", f"old question {day}",
+                           "the Answer is 42" if day % 2 else "no idea") for day in range(1, 11)])
+    with LogStore(path) as log:
+        assert searched(log, "ANSWER IS") == ([f"old question {day}" for day in (9, 7, 5, 3, 1)], True)
+        log.record(exchange(time="2025-02-01T00:00:00Z", prompt="new question", reply="an answer, again"))
+        assert searched(log, "answer")[0] == ["new question", "old question 9", "old question 7",
+                                             "old question 5", "old question 3", "old question 1"]
+        assert searched(log, "question 1") == (["old question 10", "old question 1"], True)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        indexed = db.execute("SELECT rowid FROM exchanges_text WHERE exchanges_text MATCH '\"no idea\"' "
+                             "ORDER BY rowid").fetchall()
+        assert indexed == [(2,), (4,), (6,), (8,), (10,)]
+
+
+@needs_trigrams
+def test_non_ascii_text_is_searched_through_the_index_in_any_case(store):
+    for prompt, reply in [("Почему небо голубое?", "Рэлей"), ("un été chaud", "Œuvre complète"),
+                          ("ΣΟΦΊΑ", "東京都の天気"), ("emoji", "fire 🔥🔥 and ice")]:
+        store.record(exchange(prompt=prompt, reply=reply))
+    assert searched(store, "НЕБО") == (["Почему небо голубое?"], True)
+    assert searched(store, "ÉTÉ CH") == (["un été chaud"], True)
+    assert searched(store, "œuvre") == (["un été chaud"], True)
+    assert searched(store, "σοφία") == (["ΣΟΦΊΑ"], True)
+    assert searched(store, "京都の") == (["ΣΟΦΊΑ"], True)
+    assert searched(store, "🔥 and") == (["emoji"], True)
+    assert searched(store, "ete") == ([], True)  # accents count, as they did in the scan
+
+
+def test_searches_shorter_than_three_characters_scan(store):
+    store.record(exchange(prompt="ok", reply="x"))
+    store.record(exchange(prompt="Öl", reply="y"))
+    store.record(exchange(prompt="none", reply="z"))
+    assert searched(store, "OK") == (["ok"], False)
+    assert searched(store, "öL") == (["Öl"], False)
+    assert searched(store, "y") == (["Öl"], False)
+
+
+@needs_trigrams
+@pytest.mark.parametrize("text, found", [
+    ("100%", ["100% sure"]),  # not "1000 apples"
+    ("%", ["100% sure"]),
+    ("a_b", ["a_b"]),  # not "axb"
+    ("_", ["a_b"]),
+    ('say "hi"', ['say "hi" twice']),  # a double quote ends no phrase
+    ("\\n", ["back\\n slash"]),
+    ("OR", ["or else"]),  # words of the FTS5 query language are text too
+    ("*", ["star*"]),
+])
+def test_like_and_fts_special_characters_are_searched_literally(store, text, found):
+    for prompt in ("100% sure", "1000 apples", "a_b", "axb", 'say "hi" twice', "back\\n slash", "or else",
+                   "star*", "plain"):
+        store.record(exchange(prompt=prompt, reply="-"))
+    prompts, indexed = searched(store, text)
+    assert prompts == found
+    assert indexed == (len(text) >= 3)
+
+
+@needs_trigrams
+@pytest.mark.parametrize("few, window", [(1000, 2000), (1, 2000), (1, 3)],
+                         ids=["few rows: read and sorted", "many rows: walked newest first",
+                              "many rows: the newest hold enough"])
+def test_the_index_answers_newest_first_by_time_with_the_filters(store, monkeypatch, few, window):
+    monkeypatch.setattr(store_module, "_FEW", few)
+    monkeypatch.setattr(store_module, "_WINDOW", window)
+    for day, model, prompt in [(3, MODEL, "tide one"), (1, MODEL, "tide two"), (2, "m/other", "tide three"),
+                               (4, MODEL, "dry four")]:
+        store.record(exchange(time=f"2026-01-0{day}T00:00:00Z", model=model, prompt=prompt, reply="r"))
+    assert searched(store, "TIDE") == (["tide one", "tide three", "tide two"], True)
+    assert searched(store, "tide", model=MODEL) == (["tide one", "tide two"], True)
+    assert [r["prompt"] for r in store.recent(2, search="tide")] == ["tide one", "tide three"]
+
+
+@needs_trigrams
+def test_the_index_finds_what_the_scan_finds(store, monkeypatch):
+    texts = ["The tide comes in", "across the SAND", "every wave writes", "Straße", "naïve café", "50% off_now"]
+    for i in range(60):
+        store.record(exchange(prompt=texts[i % 6] + f" #{i}", reply=texts[(i * 7) % 6].upper()))
+    searches = ["the", "TIDE COMES", "sand", "e w", "aße", "ASSE", "CAFÉ", "% off_", "#11", "#59", "nothing"]
+    through_index = {text: searched(store, text) for text in searches}
+    # "aße" scans: its case folds to "asse", which the index, folding a letter at a time, would miss
+    assert [text for text, (_, indexed) in through_index.items() if not indexed] == ["aße"]
+    assert "Straße #3" in through_index["aße"][0]
+    monkeypatch.setattr(store_module, "_TRIGRAMS", 10**6)  # every search scans
+    for text in searches:
+        assert through_index[text][0] == searched(store, text)[0], text
+
+
+@needs_trigrams
+def test_without_trigrams_the_search_scans_and_a_later_sqlite_indexes_what_it_logged(tmp_path, monkeypatch):
+    path = tmp_path / "log.db"
+    monkeypatch.setattr(store_module, "_trigram_support", False)  # as a SQLite older than 3.34
+    with LogStore(path) as log:
+        log.record(exchange(prompt="logged without the index"))
+        assert searched(log, "WITHOUT") == (["logged without the index"], False)
+    with contextlib.closing(sqlite3.connect(path)) as db:  # layout 3, with no index to keep in step
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'exchanges_text'").fetchone() == (0,)
+    monkeypatch.setattr(store_module, "_trigram_support", True)
+    with LogStore(path) as log:  # a SQLite with trigrams makes the index, with the rows so far
+        assert searched(log, "without") == (["logged without the index"], True)
+        log.record(exchange(prompt="logged with it"))
+    monkeypatch.setattr(store_module, "_trigram_support", False)
+    with LogStore(path) as log:  # the file has an index now, which this SQLite leaves alone
+        log.record(exchange(prompt="logged beside it"))
+        assert searched(log, "logged") == (["logged beside it", "logged with it", "logged without the index"],
+                                           False)
+    monkeypatch.setattr(store_module, "_trigram_support", True)
+    with LogStore(path) as log:
+        assert searched(log, "BESIDE") == (["logged beside it"], False)  # the index is behind: scanned
+        log.record(exchange(prompt="and again"))  # the next write catches the index up
+        assert searched(log, "BESIDE") == (["logged beside it"], True)
+        assert searched(log, "logged")[0] == ["logged beside it", "logged with it", "logged without the index"]
