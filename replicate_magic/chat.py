@@ -24,7 +24,7 @@ from .journal import Replay, TurnLog
 from .pricing import estimate, format_cost
 from .request import TurnRequest
 from .schemas import SchemaCache, default_schemas
-from .store import Exchange, LogStore, utc_now
+from .store import Exchange, LogStore, StoreError, utc_now
 from .streaming import PredictionStream
 
 __all__ = ["ChatSession", "Metrics", "TurnRequest", "TurnResult"]
@@ -81,6 +81,21 @@ class ChatSession:
         self.log = log
         self.prices = dict(prices or {})  # the user's price overrides (pricing.py)
         self.schemas = schemas if schemas is not None else default_schemas
+
+    def reset(self, name: str) -> list[str]:
+        """Empty conversation ``name``, here and for a later restore from the log; returns the
+        log's failure, if any, as one line (the conversation is emptied either way)."""
+        self.store.reset(name)
+        return self._mark_reset(name)
+
+    def _mark_reset(self, name: str) -> list[str]:
+        if self.log is None:
+            return []
+        try:
+            self.log.record_reset(name)
+        except StoreError as error:
+            return [f"not logged: {error}"]
+        return []
 
     def messages_for(self, request: TurnRequest) -> list[dict[str, str]]:
         """History (unless disabled or starting afresh), the system prompt, then the prompt."""
@@ -140,7 +155,7 @@ class ChatSession:
                 journal.record(self._exchange(request, journal, stream, status, {}))
             raise
         elapsed = time.monotonic() - started
-        self._record(request, model, stream.text)
+        problems = self._record(request, model, stream.text)
         measured = _metrics(model, {}, count, None if first is None else first - started, elapsed,
                             waited=stream.rate_limited_for)
         if journal is not None:
@@ -152,7 +167,7 @@ class ChatSession:
             metrics=measured,
             ignored=stream.ignored,
             adjusted=stream.adjusted,
-            problems=[] if journal is None else journal.problems,
+            problems=problems + ([] if journal is None else journal.problems),
         )
         # Asked for now, awaited later: the request overlaps the caller's final display. The
         # exchange is logged with Replicate's own metrics once they are in.
@@ -164,7 +179,7 @@ class ChatSession:
         """The logged reply, shown and recorded like any turn; nothing is asked or billed."""
         logged = replay.exchange
         on_token(logged.reply)
-        self._record(request, model, logged.reply)
+        journal.problems += self._record(request, model, logged.reply)
         journal.record(replace(logged, time=utc_now(), chat=_chat(request), prompt=request.prompt,
                                cell_id=request.cell_id, notebook=request.notebook, replayed=True, id=None))
         output = logged.metrics.get("output_token_count")
@@ -203,15 +218,19 @@ class ChatSession:
         """Replicate's own figures for a finished turn where it gives them, else the client's."""
         return result.metrics if result.reported is None else await result.reported
 
-    def _record(self, request: TurnRequest, model: str, reply: str) -> None:
+    def _record(self, request: TurnRequest, model: str, reply: str) -> list[str]:
+        """Record the finished turn in its conversation; the log's failure to mark a --new, if any."""
         if not request.use_history:
-            return
+            return []
         conversation = self.store.get(request.chat)
+        problems = []
         if request.new:
             conversation.reset()
+            problems = self._mark_reset(request.chat)
         if request.system is not None:
             conversation.set_system(request.system or None)
         conversation.record(Turn(request.prompt, reply, model, request.cell_id))
+        return problems
 
 
 def _chat(request: TurnRequest) -> str:

@@ -248,10 +248,10 @@ class PanelModel(HasTraits):
         return build_request(prompt, asked, configured)
 
     def _reset_conversation(self) -> None:
-        self.session.store.reset(self.chat)
+        problems = self.session.reset(self.chat)
         self.draft = None
         self.refresh()
-        self._say(f"Conversation {self.chat!r} is empty now.")
+        self._say(" · ".join([f"Conversation {self.chat!r} is empty now.", *problems]))
 
     def _say(self, text: str, error: bool = False) -> None:
         with self.hold_trait_notifications():

@@ -37,7 +37,8 @@ from .pricing import Entry, estimate
 
 __all__ = ["STATUSES", "Exchange", "LogStore", "StoreError", "canonical_json", "default_path"]
 
-STATUSES = ("succeeded", "interrupted", "failed")
+# "reset": not an exchange but a mark that the conversation was emptied there (restore starts after it).
+STATUSES = ("succeeded", "interrupted", "failed", "reset")
 REDACTED = "[REDACTED]"
 BUSY_TIMEOUT = 5.0  # seconds a write waits for another process's write to finish
 APPLICATION_ID = 0x524D4C47  # "RMLG" in the file header: this file is a replicate_magic log
@@ -153,6 +154,9 @@ _WINDOW_START = "SELECT time FROM exchanges ORDER BY time DESC LIMIT 1 OFFSET ?"
 
 _COLUMNS = ("id", "time", "chat", "prompt", "system", "model", "version", "input", "reply", "files",
             "metrics", "prediction_id", "status", "cell_id", "notebook", "replayed")
+# Rows of a chat after its latest reset mark, if any (times are UTC ISO strings: they sort as text).
+_SINCE_RESET = ("time > COALESCE((SELECT MAX(r.time) FROM exchanges AS r "
+                "WHERE r.chat = exchanges.chat AND r.status = 'reset'), '')")
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM exchanges"
 _INSERT = (f"INSERT INTO exchanges ({', '.join(_COLUMNS[1:])}, input_hash) "
            f"VALUES ({', '.join(':' + c for c in _COLUMNS[1:])}, :input_hash)")
@@ -268,16 +272,20 @@ class LogStore:
         than once counts once, at the place it first ran, with its latest reply.
         """
         with self._session() as db:
-            rows = db.execute(f"{_SELECT} WHERE chat = ? AND status = 'succeeded' ORDER BY time, id",
-                              (name,)).fetchall()
+            rows = db.execute(f"{_SELECT} WHERE chat = ? AND status = 'succeeded' AND {_SINCE_RESET} "
+                              "ORDER BY time, id", (name,)).fetchall()
         return _latest_per_cell(_exchange(row, self.path) for row in rows)
+
+    def record_reset(self, chat: str) -> None:
+        """Mark that conversation ``chat`` was emptied now: a later restore starts after this."""
+        self.record(Exchange(chat=chat, model="", input={}, reply="", status="reset"))
 
     def saved_conversations(self) -> list[dict[str, Any]]:
         """Each chat that can be restored: ``name``, ``turns`` (as restored) and ``last`` time."""
         with self._session() as db:
             rows = db.execute(
                 "SELECT chat, COUNT(DISTINCT cell_id) + SUM(cell_id IS NULL), MAX(time) FROM exchanges "
-                "WHERE status = 'succeeded' GROUP BY chat ORDER BY MAX(time) DESC").fetchall()
+                f"WHERE status = 'succeeded' AND {_SINCE_RESET} GROUP BY chat ORDER BY MAX(time) DESC").fetchall()
         return [{"name": chat, "turns": turns, "last": last} for chat, turns, last in rows]
 
     def summary(self, overrides: Mapping[str, Entry] | None = None) -> list[dict[str, Any]]:
@@ -292,7 +300,7 @@ class LogStore:
                 "SUM(CASE WHEN replayed = 0 THEN json_extract(metrics, '$.input_token_count') END), "
                 "SUM(CASE WHEN replayed = 0 THEN json_extract(metrics, '$.output_token_count') END), "
                 "SUM(CASE WHEN replayed = 0 THEN json_extract(metrics, '$.predict_time') END) "
-                "FROM exchanges GROUP BY model ORDER BY model").fetchall()
+                "FROM exchanges WHERE status != 'reset' GROUP BY model ORDER BY model").fetchall()
         return [_model_totals(row, overrides) for row in rows]
 
     def load_schema(self, model: str) -> tuple[str | None, dict[str, Any], str] | None:

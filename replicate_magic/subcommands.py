@@ -72,7 +72,10 @@ class Subcommands:
 
     def _cmd_reset(self, args: list[str]) -> None:
         name = _one_name(args, "reset [NAME]")
-        kernel_store.reset(name)
+        from .chat import ChatSession
+
+        for problem in ChatSession(kernel_store, log=self.magics._log_store()).reset(name):
+            print(f"warning: {problem}")
         print(f"Conversation {name!r} is empty now.")
 
     def _cmd_chats(self, args: list[str]) -> Any:

@@ -226,3 +226,18 @@ def test_a_fresh_kernel_takes_the_schema_from_the_log_instead_of_asking(ip, env_
     asked = [r.path for r in env_emu.requests[before:]]
     assert not [p for p in asked if p.startswith("/v1/models/") and not p.endswith("/predictions")], asked
     assert creates(env_emu) == 2
+
+
+def test_restore_starts_after_a_reset_or_a_new_conversation(ip, env_emu, capsys):
+    ask(ip, "-c trip", "Before the reset")
+    ip.run_line_magic("replicate", "reset trip")
+    ask(ip, "-c trip", "After the reset")
+    kernel_store.clear()
+    assert "trip: 1 turn" in repr(ip.run_line_magic("replicate", "chats --saved"))
+    ip.run_line_magic("replicate", "restore trip")
+    assert [t.prompt for t in kernel_store.get("trip").turns] == ["After the reset"]
+    ask(ip, "-c trip --new", "A fresh start")
+    kernel_store.clear()
+    ip.run_line_magic("replicate", "restore trip")
+    assert [t.prompt for t in kernel_store.get("trip").turns] == ["A fresh start"]
+    assert "reset" in [r["status"] for r in replicate_magic.log()]
