@@ -706,7 +706,9 @@ def _model_totals(row: tuple[Any, ...], overrides: Mapping[str, Entry] | None) -
     model, count, replays, tokens_in, tokens_out, seconds = row
     metrics = {key: value for key, value in (("input_token_count", tokens_in), ("output_token_count", tokens_out),
                                             ("predict_time", seconds)) if value is not None}
-    cost = estimate(model, metrics, overrides=overrides)
+    # Priced by the model's name, as the line under a reply is, also when another API (the
+    # emulator, "owner/name @ http://...") answered: what Replicate would bill for it.
+    cost = estimate(model.partition(" @ ")[0], metrics, overrides=overrides)
     return {
         "model": model, "exchanges": count, "replayed": replays or 0,
         "input_tokens": tokens_in, "output_tokens": tokens_out, "predict_seconds": seconds,

@@ -195,6 +195,8 @@ def test_a_known_price_shows_on_the_line_under_the_reply(ip, env_emu, capsys):
     (prediction,) = env_emu.predictions.values()
     tokens = prediction.metrics["input_token_count"] + prediction.metrics["output_token_count"]
     assert f"≈ ${tokens:,.2f}" in line  # a dollar a token, as the override says
+    summary = repr(ip.run_line_magic("replicate", "log --summary"))
+    assert f"${tokens:.4f}" in summary  # the same price in the totals
 
 
 def test_two_shells_share_one_file_without_locking(own_log, env_emu, capsys):
