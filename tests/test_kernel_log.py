@@ -194,7 +194,8 @@ def test_a_rerun_with_cache_asks_nothing_and_says_it_replayed(kernel, emu, own_l
     assert not again.of_type("execute_result")
     # The replay is a turn like any other: it replaced the cell's earlier one.
     assert len(kernel.eval("__import__('replicate_magic').history('replay')")) == 2
-    assert [r[1:] for r in _rows(own_log)] == [("succeeded", 0), ("succeeded", 1)]
+    # The reset at the start is marked (a later restore starts after it), then the two turns.
+    assert [r[1:] for r in _rows(own_log)] == [("reset", 0), ("succeeded", 0), ("succeeded", 1)]
 
 
 def test_refresh_sends_one_create_and_the_next_cache_replays_its_reply(kernel, emu):

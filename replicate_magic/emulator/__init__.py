@@ -7,6 +7,12 @@ resume, cancel, metrics, input validation against each model's Cog schema.
 The "model" is deterministic and echoes the prompt, turn, system prompt and
 settings, so a test can see that each option arrived.
 
+Beyond text: black-forest-labs/flux-schnell (PNG, WebP or JPEG images, streamed as URLs),
+stability-ai/sdxl (no stream; tqdm progress in its logs), meta/musicgen (a WAV), and
+yorickvp/llava-13b (its reply states the size, type and sha256 of the image it received).
+Output files are served by a third server, like replicate.delivery: no token, gone after
+``file_lifetime``. The Files API (``/v1/files``) and deployments (``deployments=``) too.
+
 Usage::
 
     from replicate_magic.emulator import Emulator, Faults
@@ -16,7 +22,7 @@ Usage::
         emu.inject(Faults(drop_after=3))      # the next prediction's stream drops
         text = "".join(str(e) for e in client.stream(
             "meta/meta-llama-3-70b-instruct", input={"prompt": "Hi"}))
-        emu.requests                          # the newest requests both servers received
+        emu.requests                          # the newest requests the servers received
         emu.predictions                       # server-side state by prediction id (the newest)
 
 Both servers answer only requests addressed to them (``Host: 127.0.0.1:PORT``,

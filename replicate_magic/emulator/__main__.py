@@ -24,7 +24,10 @@ Emulated models:
 
 Replies are deterministic and echo the prompt, turn, system prompt and
 temperature, so you can check what reached the "model". Streams are served
-on the second port, like Replicate's separate streaming host.
+on the second port, like Replicate's separate streaming host; output files
+(images, audio) on a third, like replicate.delivery, without a token and for
+--file-lifetime seconds. Vision models say the size, type and sha256 of the
+image they received. The Files API (POST /v1/files) keeps uploads for a day.
 
 Only requests addressed to the --host address (or localhost) and its port are
 answered, others get 403: no web page can read your prompts through DNS
@@ -66,6 +69,13 @@ def _seconds_or_rate(text: str) -> float:
     return value
 
 
+def _deployment(text: str) -> tuple[str, str]:
+    name, equals, model = text.partition("=")
+    if not equals or name.count("/") != 1 or model not in MODELS:
+        raise argparse.ArgumentTypeError(f"expected OWNER/NAME=MODEL with an emulated model, not {text!r}")
+    return name, model
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="python -m replicate_magic.emulator",
@@ -78,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=_port, default=8700, help="API port (default: %(default)s; 0 = any free)")
     parser.add_argument("--stream-port", type=_port, default=8701,
                         help="SSE stream port (default: %(default)s; 0 = any free)")
+    parser.add_argument("--file-port", type=_port, default=0,
+                        help="output file host port (default: %(default)s = any free; URLs come in outputs)")
+    parser.add_argument("--file-lifetime", type=_seconds_or_rate, default=3600.0,
+                        help="seconds output files stay downloadable (default: %(default)s)")
+    parser.add_argument("--deployment", type=_deployment, action="append", default=[],
+                        metavar="OWNER/NAME=MODEL", help="serve a deployment that runs MODEL (repeatable)")
     parser.add_argument("--token", type=_token, default=None,
                         help="require exactly this API token (default: accept any non-empty token)")
     parser.add_argument("--tokens-per-second", type=_seconds_or_rate, default=30.0,
@@ -91,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     emulator = Emulator(
         token=args.token, tokens_per_second=args.tokens_per_second, cold_start=args.cold_start,
-        host=args.host, port=args.port, stream_port=args.stream_port,
+        host=args.host, port=args.port, stream_port=args.stream_port, file_port=args.file_port,
+        file_lifetime=args.file_lifetime, deployments=dict(args.deployment),
     )
     try:
         emulator.start()
@@ -101,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     # SIGTERM ends as cleanly as Ctrl-C (e.g. when a test harness or IDE stops us).
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    print(f"Replicate emulator: API on {emulator.base_url}, streams on {emulator.stream_base}")
+    print(f"Replicate emulator: API on {emulator.base_url}, streams on {emulator.stream_base}, "
+          f"files on {emulator.file_base}")
     print("Use it with these environment variables:")
     print(f"REPLICATE_BASE_URL={emulator.base_url}")
     print(f"REPLICATE_API_TOKEN={args.token or 'any-value'}")

@@ -10,7 +10,10 @@ from typing import Any
 
 from aiohttp import web
 
-from .limits import MAX_BODY
+from .deployments import add_deployment_routes
+from .fetch import check_inputs, image_notes
+from .files_api import add_file_routes
+from .limits import MAX_FILES_BODY
 from .models import MODELS, EmulatedModel, find_model, find_version
 from .prediction import Prediction, generate, new_prediction_id
 from .problems import (
@@ -21,7 +24,8 @@ from .problems import (
     throttled,
     validation_failed,
 )
-from .responder import count_input_tokens, respond, tokenize
+from .responder import apply_limits, count_input_tokens, respond, tokenize
+from .runs import run_media
 from .state import STATE_KEY, EmulatorState, recording_middleware
 from .validation import parse_cancel_after, validate_body, validate_input
 
@@ -117,7 +121,8 @@ def _cancel_after(request: web.Request) -> tuple[float | None, web.Response | No
     return seconds, None
 
 
-async def _create(request: web.Request, model: EmulatedModel | None) -> web.Response:
+async def _create(request: web.Request, model: EmulatedModel | None,
+                  deployment: str | None = None) -> web.Response:
     """Create a prediction; `model` None means the body names a `version` instead."""
     state = _state(request)
     if state.faults.take_counter("rate_limit"):
@@ -138,10 +143,12 @@ async def _create(request: web.Request, model: EmulatedModel | None) -> web.Resp
         model, version = _resolve_version(body["version"])
         if model is None:
             return invalid_version()
-    errors = validate_input(body["input"], model.input_schema())
+    errors = validate_input(body["input"], model.input_schema(), model.components())
     if errors:
         return validation_failed(errors)
-    pred = _start_prediction(state, model, version, body, len(await request.read()))
+    if deployment is not None:
+        version = model.version_id  # a deployment runs one pinned version
+    pred = _start_prediction(state, model, version, body, len(await request.read()), deployment)
     if deadline is not None:
         pred.deadline_ns = pred.created_ns + int(deadline * 1e9)
         pred.deadline_timer = asyncio.get_running_loop().call_later(deadline, pred.expire)
@@ -153,24 +160,39 @@ async def _create(request: web.Request, model: EmulatedModel | None) -> web.Resp
     return _json(request, pred.as_json(state.base_url, state.stream_base, for_create=True), status=201)
 
 
+def _reply(state: EmulatorState, model: EmulatedModel, input: dict[str, Any]) -> str:
+    """The language model's reply; with images, it first says what it received (size, type, hash)."""
+    text = respond(model.ref, input, model.properties)
+    notes = image_notes(model, input, state)
+    if not notes:
+        return text
+    header, _, rest = text.partition("\n\n")
+    return apply_limits(f"{header} {notes}\n\n{rest}", input, model.properties)
+
+
 def _start_prediction(state: EmulatorState, model: EmulatedModel, version: str,
-                      body: dict[str, Any], body_bytes: int) -> Prediction:
+                      body: dict[str, Any], body_bytes: int, deployment: str | None = None) -> Prediction:
     faults = state.faults.take_prediction_faults()
+    media = model.kind in ("image", "audio")
     tokens = faults.tokens
-    if tokens is None:
-        try:
-            tokens = tokenize(respond(model.ref, body["input"], model.properties))
-        except ValueError as exc:  # the model itself rejects the input at run time
-            tokens, faults = [], replace(faults, error_after=0, error_message=str(exc))
+    try:
+        if media:
+            check_inputs(model, body["input"], state)
+        elif tokens is None:
+            tokens = tokenize(_reply(state, model, body["input"]))
+    except ValueError as exc:  # the model itself rejects the input (or cannot fetch it) at run time
+        tokens, faults = [], replace(faults, error_after=0, error_message=str(exc), tokens=None)
     pred = Prediction(
         id=new_prediction_id(), model=model.ref, version=version, input=body["input"],
-        faults=faults, has_stream=not faults.no_stream, webhook=body.get("webhook"),
+        faults=faults, has_stream=model.streams and not faults.no_stream, webhook=body.get("webhook"),
         input_token_count=count_input_tokens(body["input"]), input_bytes=body_bytes,
+        single_output=model.output.get("type") == "string", token_metrics=not media, deployment=deployment,
     )
     state.predictions.add(pred)
     tps = state.tokens_per_second if faults.tokens_per_second is None else faults.tokens_per_second
     cold = state.cold_start if faults.cold_start is None else faults.cold_start
-    pred.task = asyncio.get_running_loop().create_task(generate(pred, list(tokens), tps, cold))
+    run = run_media(pred, model, state, tps, cold) if media else generate(pred, list(tokens or []), tps, cold)
+    pred.task = asyncio.get_running_loop().create_task(run)
     return pred
 
 
@@ -240,7 +262,7 @@ async def get_account(request: web.Request) -> web.Response:
 
 def make_api_app(state: EmulatorState) -> web.Application:
     app = web.Application(middlewares=[recording_middleware("api"), _ratelimit_headers],
-                          client_max_size=MAX_BODY)
+                          client_max_size=MAX_FILES_BODY)  # other bodies: 10 MiB, checked in state.py
     app[STATE_KEY] = state
     app[_WINDOW_KEY] = _RateWindow()
     r = app.router
@@ -254,4 +276,6 @@ def make_api_app(state: EmulatorState) -> web.Application:
     r.add_get("/v1/models/{owner}/{name}/versions", list_versions)
     r.add_get("/v1/models/{owner}/{name}/versions/{version}", get_version)
     r.add_get("/v1/account", get_account)
+    add_file_routes(r)
+    add_deployment_routes(r, _create)
     return app

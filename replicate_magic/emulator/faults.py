@@ -7,16 +7,18 @@ from dataclasses import dataclass, fields, replace
 
 __all__ = ["Faults", "FaultBook"]
 
-_COUNTERS = ("rate_limit", "billing_required", "server_error", "html_error")
+_COUNTERS = ("rate_limit", "billing_required", "server_error", "html_error", "file_error")
 
 
 @dataclass
 class Faults:
     """Faults for the emulator; pass to :meth:`Emulator.inject`.
 
-    Counters (``rate_limit``, ``billing_required``, ``server_error``, ``html_error``)
-    apply to the next N matching requests; everything else applies to the next
-    created prediction.
+    Counters (``rate_limit``, ``billing_required``, ``server_error``, ``html_error``,
+    ``file_error``) apply to the next N matching requests; everything else applies to the
+    next created prediction (the ``file_*`` and ``image_bytes`` ones to its output files).
+    For image and audio models, ``tokens_per_second`` paces denoising steps, ``stall_after``
+    and ``error_after`` count steps, and ``tokens`` become the output URLs verbatim.
     """
 
     drop_after: int | None = None
@@ -51,6 +53,22 @@ class Faults:
     boots) and keeps them in its ``logs`` field, as the real API does."""
     slow_create: float = 0.0
     """Answer the next create this many seconds late: the prediction already exists meanwhile."""
+    file_error: int = 0
+    """The next N file-host downloads get a 503."""
+    file_drop_after: int | None = None
+    """Downloads of the next prediction's files end (TCP closed) after N bytes of the body: the
+    first download of each file, or every one with ``drop_every_connection``."""
+    file_stall_after: int | None = None
+    """Downloads of the next prediction's files stall after N bytes (first, or every, as above)."""
+    file_lifetime: float | None = None
+    """Seconds the next prediction's files stay on the file host (default: the emulator's)."""
+    file_body: bytes | None = None
+    """The next prediction's files hold these bytes instead (a zip bomb, something unshowable)."""
+    file_content_type: str | None = None
+    """...served with this Content-Type (default: the model's own type for its format)."""
+    image_bytes: int | None = None
+    """The next prediction's PNG or WebP images are seeded noise of about this many bytes each
+    (e.g. 4_000_000 for benchmarks); JPEG ones stay small."""
 
 
 class FaultBook:

@@ -7,7 +7,7 @@ from typing import TypeVar
 from .prediction import Prediction
 
 __all__ = [
-    "MAX_BODY", "MAX_KEPT_INPUT_BYTES", "DEFAULT_MAX_REQUESTS", "DEFAULT_MAX_PREDICTIONS",
+    "MAX_BODY", "MAX_FILES_BODY", "MAX_KEPT_INPUT_BYTES", "DEFAULT_MAX_REQUESTS", "DEFAULT_MAX_PREDICTIONS",
     "DEFAULT_MAX_RECORDED_BODY", "RecentList", "PredictionStore",
 ]
 
@@ -15,6 +15,9 @@ __all__ = [
 # as URLs, not data URLs, so real create bodies stay far below this; a larger body is
 # refused with 413 before it is read whole.
 MAX_BODY = 10 * 1024 * 1024
+# The Files API takes bodies up to 100 MiB ("an undocumented upload limit of 100MiB", a
+# maintainer in replicate/replicate-javascript issue #286); larger ones get a 413 HTML page.
+MAX_FILES_BODY = 100 * 1024 * 1024
 # Kept predictions hold their inputs: beyond this many bytes of create bodies in total,
 # the oldest are forgotten even when fewer than `max_predictions` are kept.
 MAX_KEPT_INPUT_BYTES = 100 * 1024 * 1024

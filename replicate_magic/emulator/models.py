@@ -1,5 +1,7 @@
 """The emulated models: names, fixed version ids and Cog input schemas (pure data).
 
+The text models are here; the image, audio and vision models in media_models.py.
+
 Schemas mirror the real models' ``openapi_schema`` (research notes, Part 3):
 same input names, types, defaults and bounds, so client code that maps generic
 options onto a model's own keys meets the same variety as on Replicate.
@@ -7,100 +9,11 @@ options onto a model's own keys meets the same variety as on Replicate.
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
-from typing import Any
+from .media_models import MEDIA_MODELS
+from .schema import COG_VERSION, OUTPUT_SCHEMA, EmulatedModel
+from .schema import prop as _prop
 
-__all__ = ["EmulatedModel", "MODELS", "OUTPUT_SCHEMA", "find_model", "find_version"]
-
-# Streaming text models declare this exact Output schema (Cog ConcatenateIterator).
-OUTPUT_SCHEMA: dict[str, Any] = {
-    "type": "array",
-    "items": {"type": "string"},
-    "title": "Output",
-    "x-cog-array-type": "iterator",
-    "x-cog-array-display": "concatenate",
-}
-
-COG_VERSION = "0.9.4"
-
-
-def _prop(order: int, type_: str, description: str, **extra: Any) -> dict[str, Any]:
-    """One Input property the way Cog renders it (title derived from the name later)."""
-    prop: dict[str, Any] = {"type": type_, "description": description, "x-order": order}
-    prop.update(extra)
-    return prop
-
-
-@dataclass(frozen=True)
-class EmulatedModel:
-    """An official model: ``owner/name``, a fixed version id and its Input schema."""
-
-    owner: str
-    name: str
-    description: str
-    properties: dict[str, dict[str, Any]]
-    required: tuple[str, ...] = ()
-    version_created_at: str = "2024-04-17T21:44:13.346404Z"
-
-    @property
-    def ref(self) -> str:
-        return f"{self.owner}/{self.name}"
-
-    @property
-    def version_id(self) -> str:
-        # Stable across runs so tests and notebooks can pin it.
-        return hashlib.sha256(self.ref.encode()).hexdigest()
-
-    def input_schema(self) -> dict[str, Any]:
-        props = {}
-        for key, prop in self.properties.items():
-            props[key] = {"title": key.replace("_", " ").title(), **prop}
-        schema: dict[str, Any] = {"type": "object", "title": "Input", "properties": props}
-        if self.required:
-            schema["required"] = list(self.required)
-        return schema
-
-    def openapi_schema(self) -> dict[str, Any]:
-        return {
-            "openapi": "3.0.2",
-            "info": {"title": "Cog", "version": "0.1.0"},
-            "paths": {},
-            "components": {
-                "schemas": {
-                    "Input": self.input_schema(),
-                    "Output": dict(OUTPUT_SCHEMA),
-                }
-            },
-        }
-
-    def version_object(self) -> dict[str, Any]:
-        return {
-            "id": self.version_id,
-            "created_at": self.version_created_at,
-            "cog_version": COG_VERSION,
-            "openapi_schema": self.openapi_schema(),
-        }
-
-    def model_object(self) -> dict[str, Any]:
-        # The keys of GET /v1/models/stability-ai/sdxl in replicate-python's cassettes; the
-        # newest (predictions-cancel.yaml, 2024-04) adds created_at. One version only here,
-        # so the model is as old as it.
-        return {
-            "url": f"https://replicate.com/{self.ref}",
-            "owner": self.owner,
-            "name": self.name,
-            "description": self.description,
-            "visibility": "public",
-            "github_url": None,
-            "paper_url": None,
-            "license_url": None,
-            "run_count": 0,
-            "cover_image_url": None,
-            "default_example": None,
-            "latest_version": self.version_object(),
-            "created_at": self.version_created_at,
-        }
+__all__ = ["EmulatedModel", "MODELS", "OUTPUT_SCHEMA", "COG_VERSION", "find_model", "find_version"]
 
 
 def _llama(name: str, size: str) -> EmulatedModel:
@@ -332,6 +245,7 @@ MODELS: dict[str, EmulatedModel] = {
         _GPT4O_MINI,
         _CLAUDE,
         _LLAMA2_70B_CHAT,
+        *MEDIA_MODELS,
     )
 }
 

@@ -61,6 +61,10 @@ class Prediction:
     input_token_count: int = 0
     webhook: str | None = None
     input_bytes: int = 0  # size of the create request's body: roughly what keeping this costs
+    single_output: bool = False  # Output is one value (a URI), not an array: output is output[0]
+    token_metrics: bool = True  # language models report token counts; image and audio ones time
+    extra_metrics: dict[str, Any] = field(default_factory=dict)
+    deployment: str | None = None  # "owner/name" when created through a deployment
     created_ns: int = field(default_factory=time.time_ns)
     started_ns: int | None = None
     completed_ns: int | None = None
@@ -150,9 +154,12 @@ class Prediction:
         metrics: dict[str, Any] = {
             "predict_time": (self.completed_ns - start) / 1e9,
             "total_time": (self.completed_ns - self.created_ns) / 1e9,
-            "input_token_count": self.input_token_count,
-            "output_token_count": len(self.output),
         }
+        metrics.update(self.extra_metrics)
+        if not self.token_metrics:  # sdxl's recorded metrics are {"predict_time": ...} alone
+            return metrics
+        metrics["input_token_count"] = self.input_token_count
+        metrics["output_token_count"] = len(self.output)
         if self.first_token_ns is not None:
             generating = (self.completed_ns - self.first_token_ns) / 1e9
             metrics["time_to_first_token"] = (self.first_token_ns - start) / 1e9
@@ -182,7 +189,7 @@ class Prediction:
             "version": self.version,
             "input": self.input,
             "logs": self.logs,
-            "output": list(self.output) if self.output else None,
+            "output": self._output(),
             "data_removed": False,
             "error": self.error,
             "source": "api",
@@ -201,7 +208,14 @@ class Prediction:
             body["deadline"] = iso(self.deadline_ns, 6)
         if self.webhook is not None:
             body["webhook"] = self.webhook
+        if self.deployment is not None:  # the OpenAPI prediction schema's `deployment`
+            body["deployment"] = self.deployment
         return body
+
+    def _output(self) -> Any:
+        if not self.output:
+            return None
+        return self.output[0] if self.single_output else list(self.output)
 
 
 async def generate(pred: Prediction, tokens: list[str], tokens_per_second: float,

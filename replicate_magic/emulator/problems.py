@@ -12,7 +12,7 @@ from .validation import InvalidField
 __all__ = [
     "problem", "unauthenticated", "not_found", "invalid_version", "validation_failed",
     "throttled", "billing_required", "internal_error", "cloudflare_bad_gateway",
-    "foreign_host", "payload_too_large",
+    "foreign_host", "payload_too_large", "cloudflare_too_large",
 ]
 
 PROBLEM_JSON = "application/problem+json"
@@ -128,4 +128,23 @@ def cloudflare_bad_gateway() -> web.Response:
     response = web.Response(status=502, text=_CLOUDFLARE_502, content_type="text/html")
     response.headers["Server"] = "cloudflare"
     response.headers["CF-RAY"] = "8f0e0e0e0e0e0e0e-AMS"
+    return response
+
+
+# Replicate answered a 215 MB upload with "413 Request Entity Too Large: <html>..."
+# (replicate/replicate-javascript issue #286). The rest of the page is reconstructed: 100 MB is
+# Cloudflare's request body limit, and this is the page Cloudflare serves for it (unverified).
+_CLOUDFLARE_413 = """<html>\r
+<head><title>413 Request Entity Too Large</title></head>\r
+<body>\r
+<center><h1>413 Request Entity Too Large</h1></center>\r
+<hr><center>cloudflare</center>\r
+</body>\r
+</html>\r
+"""
+
+
+def cloudflare_too_large() -> web.Response:
+    response = web.Response(status=413, text=_CLOUDFLARE_413, content_type="text/html")
+    response.headers["Server"] = "cloudflare"
     return response

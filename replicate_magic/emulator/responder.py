@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any
 
-__all__ = ["respond", "tokenize", "count_input_tokens", "conversation"]
+__all__ = ["respond", "tokenize", "count_input_tokens", "conversation", "apply_limits"]
 
 # Words keep their leading whitespace (" world"), newlines are tokens of their own,
 # punctuation and symbols are single tokens. Lossless: "".join(tokenize(t)) == t.
@@ -137,6 +137,11 @@ def _limit(text: str, input: dict[str, Any], props: dict[str, Any]) -> str:
                 text = "".join(tokenize(text)[: int(limit)])
             break
     return text
+
+
+def apply_limits(text: str, input: dict[str, Any], schema_properties: dict[str, Any]) -> str:
+    """`text` cut by the input's stop sequences and max tokens, as the model would cut it."""
+    return _limit(text, input, schema_properties)
 
 
 def respond(model: str, input: dict[str, Any], schema_properties: dict[str, Any]) -> str:

@@ -13,7 +13,9 @@ from types import TracebackType
 from aiohttp import web
 
 from .api import make_api_app
+from .delivery import make_file_app
 from .faults import Faults
+from .files import FileStore
 from .hosts import WILDCARD_HOSTS
 from .limits import (
     DEFAULT_MAX_PREDICTIONS,
@@ -22,6 +24,8 @@ from .limits import (
     PredictionStore,
     RecentList,
 )
+from .models import MODELS
+from .runs import publish
 from .state import EmulatorState, RecordedRequest
 from .stream import make_stream_app
 from .wire import LINE_ENDINGS
@@ -40,14 +44,19 @@ def _url(host: str, port: int) -> str:
 
 
 class Emulator:
-    """An offline Replicate: API on one port, SSE streams on another (as on the real service).
+    """An offline Replicate: API on one port, SSE streams on another, output files on a third
+    (as on the real service, where they are api.replicate.com, a streaming host and
+    replicate.delivery).
 
-    Both servers answer only requests whose ``Host`` names the address they listen on
-    (``127.0.0.1:PORT``, ``localhost:PORT``...; others get 403), so a web page using DNS
-    rebinding cannot read what a notebook sends. Memory stays bounded: `requests` keeps the
-    `max_requests` newest requests, with at most `max_recorded_body` bytes of each body;
-    `predictions` keeps the `max_predictions` newest (fewer if their create bodies pass
-    100 MiB in total); bodies over 10 MiB are refused with 413 (see limits.py).
+    Output files stay `file_lifetime` seconds (an hour on Replicate), Files API uploads
+    `upload_lifetime` (a day); images are the real size times `image_scale`. `deployments` maps
+    ``"owner/name"`` deployments to emulated models. The servers answer only requests whose
+    ``Host`` names the address they listen on (``127.0.0.1:PORT``, ``localhost:PORT``...;
+    others get 403), so a web page using DNS rebinding cannot read what a notebook sends.
+    Memory stays bounded: `requests` keeps the `max_requests` newest requests, with at most
+    `max_recorded_body` bytes of each body; `predictions` keeps the `max_predictions` newest
+    (fewer if their create bodies pass 100 MiB in total); bodies over 10 MiB are refused with
+    413 (100 MiB for Files API uploads; see limits.py); each file store keeps at most 1 GiB.
     """
 
     def __init__(
@@ -63,6 +72,11 @@ class Emulator:
         max_requests: int = DEFAULT_MAX_REQUESTS,
         max_predictions: int = DEFAULT_MAX_PREDICTIONS,
         max_recorded_body: int = DEFAULT_MAX_RECORDED_BODY,
+        file_port: int = 0,
+        file_lifetime: float = 3600.0,
+        upload_lifetime: float = 24 * 3600.0,
+        image_scale: float = 0.25,
+        deployments: dict[str, str] | None = None,
     ) -> None:
         if line_ending not in LINE_ENDINGS:
             raise ValueError(f"line_ending must be one of {LINE_ENDINGS!r}")
@@ -72,13 +86,20 @@ class Emulator:
             raise ValueError("max_requests and max_predictions must be at least 1")
         if max_recorded_body < 0:
             raise ValueError("max_recorded_body must be 0 or more")
+        if file_lifetime < 0 or upload_lifetime < 0 or not 0 < image_scale <= 4:
+            raise ValueError("lifetimes must be 0 or more and image_scale in (0, 4]")
+        for name, model in (deployments or {}).items():
+            if name.count("/") != 1 or model not in MODELS:
+                raise ValueError(f"deployment {name!r} -> {model!r}: need 'owner/name' -> an emulated model")
         self._state = EmulatorState(
             token=token, tokens_per_second=tokens_per_second, cold_start=cold_start,
             line_ending=line_ending, split_writes=split_writes, bind_host=host,
             max_recorded_body=max_recorded_body, requests=RecentList(max_requests),
             cancels=RecentList(max_requests), predictions=PredictionStore(max_predictions),
+            file_lifetime=file_lifetime, upload_lifetime=upload_lifetime, image_scale=image_scale,
+            deployments=dict(deployments or {}),
         )
-        self._host, self._port, self._stream_port = host, port, stream_port
+        self._host, self._port, self._stream_port, self._file_port = host, port, stream_port, file_port
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runners: list[web.AppRunner] = []
@@ -95,9 +116,38 @@ class Emulator:
         return self._state.stream_base
 
     @property
+    def file_base(self) -> str:
+        """The file host's URL (output files are served under it, without a token)."""
+        return self._state.file_base
+
+    @property
     def requests(self) -> RecentList[RecordedRequest]:
-        """The newest requests both servers received (``.dropped`` counts older ones let go)."""
+        """The newest requests the servers received (``.dropped`` counts older ones let go);
+        ``server`` is "api", "stream" or "files"."""
         return self._state.requests
+
+    @property
+    def files(self) -> FileStore:
+        """Output files on the file host, by path."""
+        return self._state.outputs
+
+    @property
+    def uploads(self) -> FileStore:
+        """Files API uploads, by id."""
+        return self._state.uploads
+
+    @property
+    def file_host_authorizations(self) -> int:
+        """How many file-host requests carried an Authorization header (a client should send none)."""
+        return self._state.file_authorizations
+
+    def add_file(self, name: str, data: bytes, content_type: str) -> str:
+        """Serve `data` on the file host (for `file_lifetime`); its URL."""
+        return publish(self._state, name, content_type, data)
+
+    def forget_files(self) -> None:
+        """The file host forgets every output file now: their URLs answer 404."""
+        self._state.outputs.clear()
 
     @property
     def cancels(self) -> RecentList[str]:
@@ -186,12 +236,15 @@ class Emulator:
         # Cancel a stream handler when its client disconnects, so idle streams don't linger.
         stream = web.AppRunner(make_stream_app(self._state), access_log=None,
                                shutdown_timeout=_SHUTDOWN_TIMEOUT, handler_cancellation=True)
-        for runner, port in ((api, self._port), (stream, self._stream_port)):
+        files = web.AppRunner(make_file_app(self._state), access_log=None,
+                              shutdown_timeout=_SHUTDOWN_TIMEOUT, handler_cancellation=True)
+        for runner, port in ((api, self._port), (stream, self._stream_port), (files, self._file_port)):
             self._runners.append(runner)
             await runner.setup()
             await web.TCPSite(runner, self._host, port).start()
         self._state.base_url = _url(self._host, api.addresses[0][1])
         self._state.stream_base = _url(self._host, stream.addresses[0][1])
+        self._state.file_base = _url(self._host, files.addresses[0][1])
 
     async def _shutdown(self) -> None:
         self._state.closing = True

@@ -1,4 +1,4 @@
-"""State shared by the API and stream servers, plus the middleware both use."""
+"""State shared by the API, stream and file servers, plus the middleware they use."""
 
 from __future__ import annotations
 
@@ -11,17 +11,20 @@ from typing import Any
 from aiohttp import web
 
 from .faults import FaultBook
+from .files import FileStore
 from .hosts import expected_host, host_allowed
 from .limits import (
     DEFAULT_MAX_PREDICTIONS,
     DEFAULT_MAX_RECORDED_BODY,
     DEFAULT_MAX_REQUESTS,
     MAX_BODY,
+    MAX_FILES_BODY,
     PredictionStore,
     RecentList,
 )
 from .problems import (
     cloudflare_bad_gateway,
+    cloudflare_too_large,
     foreign_host,
     internal_error,
     not_found,
@@ -86,6 +89,14 @@ class EmulatorState:
     cancels: RecentList[str] = field(default_factory=lambda: RecentList(DEFAULT_MAX_REQUESTS))
     cancel_seen: threading.Condition = field(default_factory=threading.Condition)
     closing: bool = False
+    file_base: str = ""  # the file host (replicate.delivery on the real service)
+    file_lifetime: float = 3600.0  # seconds an output file stays on the file host
+    upload_lifetime: float = 24 * 3600.0  # seconds a Files API upload lives
+    image_scale: float = 0.25  # output images are the real size times this (small by default)
+    deployments: dict[str, str] = field(default_factory=dict)  # "owner/name" -> model "owner/name"
+    uploads: FileStore = field(default_factory=FileStore)
+    outputs: FileStore = field(default_factory=FileStore)
+    file_authorizations: int = 0  # file-host requests that carried an Authorization header
 
     def authorized(self, request: web.Request) -> bool:
         """Bearer or the older Token scheme; token=None accepts any non-empty token."""
@@ -104,9 +115,14 @@ class EmulatorState:
 STATE_KEY: web.AppKey[EmulatorState] = web.AppKey("emulator_state", EmulatorState)
 
 
+def _is_upload(request: web.Request) -> bool:
+    return request.method == "POST" and request.path.rstrip("/") == "/v1/files"
+
+
 def recording_middleware(server: str) -> Callable[..., Awaitable[web.StreamResponse]]:
     """Refuse foreign Hosts, record the request (before anything else can reject it),
-    refuse oversized bodies, then require the token."""
+    refuse oversized bodies, then require the token (not on the file host, which, like
+    replicate.delivery, serves anyone holding a URL: it only counts the tokens it is sent)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -114,15 +130,19 @@ def recording_middleware(server: str) -> Callable[..., Awaitable[web.StreamRespo
         refusal = _check_host(request, state.bind_host)
         if refusal is not None:
             return refusal  # not recorded, body never read: it was not meant for us
-        raw = await _read_body(request)
+        upload = _is_upload(request)
+        raw = await _read_body(request, MAX_FILES_BODY if upload else MAX_BODY)
         state.requests.append(_record(server, request, raw, state.max_recorded_body))
         if raw is None:
-            return payload_too_large(MAX_BODY)
+            return cloudflare_too_large() if upload else payload_too_large(MAX_BODY)
         if server == "api":
             fault = _api_fault(state)
             if fault is not None:
                 return fault
-        if not state.authorized(request):
+        if server == "files":
+            if "Authorization" in request.headers:
+                state.file_authorizations += 1
+        elif not state.authorized(request):
             return unauthenticated()
         try:
             return await handler(request)
@@ -151,16 +171,18 @@ def _check_host(request: web.Request, bind_host: str) -> web.Response | None:
     return foreign_host(expected_host(local) if local is not None else None)
 
 
-async def _read_body(request: web.Request) -> bytes | None:
-    """The whole body, or None when it is over MAX_BODY (the app's client_max_size)."""
+async def _read_body(request: web.Request, limit: int) -> bytes | None:
+    """The whole body, or None when it is over `limit` (uploads may be larger than other
+    bodies, so the app's client_max_size is the upload limit and others are checked here)."""
     if not request.can_read_body:
         return b""
-    if (request.content_length or 0) > MAX_BODY:
+    if (request.content_length or 0) > limit:
         return None  # declared too large: refuse without reading any of it
     try:
-        return await request.read()  # stops reading once past client_max_size
+        raw = await request.read()  # stops reading once past client_max_size
     except web.HTTPRequestEntityTooLarge:
         return None
+    return raw if len(raw) <= limit else None
 
 
 def _record(server: str, request: web.Request, raw: bytes | None, keep: int) -> RecordedRequest:

@@ -106,8 +106,19 @@ def _check(prefix: str, name: str, value: Any, prop: dict[str, Any]) -> list[Inv
     return errors
 
 
-def validate_input(input: dict[str, Any], schema: dict[str, Any]) -> list[InvalidField]:
-    """Check an input object against a Cog Input schema. Unknown keys are ignored, as Cog does."""
+def _resolve(prop: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
+    """A property with its ``allOf: [{"$ref": "#/components/schemas/x"}]`` merged in (Cog's enums)."""
+    merged = {k: v for k, v in prop.items() if k != "allOf"}
+    for ref in prop.get("allOf", []):
+        target = components.get(str(ref.get("$ref", "")).rpartition("/")[2], {})
+        merged = {**target, **merged}
+    return merged
+
+
+def validate_input(input: dict[str, Any], schema: dict[str, Any],
+                   components: dict[str, Any] | None = None) -> list[InvalidField]:
+    """Check an input object against a Cog Input schema (`components` resolves its ``allOf``
+    references). Unknown keys are ignored, as Cog does."""
     errors = [
         InvalidField("required", "input", f"{name} is required")
         for name in schema.get("required", [])
@@ -115,7 +126,7 @@ def validate_input(input: dict[str, Any], schema: dict[str, Any]) -> list[Invali
     ]
     for name, prop in schema.get("properties", {}).items():
         if name in input:
-            errors += _check("input", name, input[name], prop)
+            errors += _check("input", name, input[name], _resolve(prop, components or {}))
     return errors
 
 
