@@ -12,7 +12,6 @@ import errno
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,6 +256,8 @@ class ConversationStore:
         target = Path(path)
         if not overwrite and (target.exists() or target.is_symlink()):
             raise FileExistsError(errno.EEXIST, "the file exists (add --force to replace it)", os.fspath(path))
+        import tempfile  # here, not at import: %load_ext stays cheap (random, shutil...)
+
         handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         try:
             with os.fdopen(handle, "w", encoding="utf-8") as out:

@@ -19,7 +19,6 @@ from .environment import find_token
 from .errors import ReplicateMagicError, ReplyInterrupted, UnexpectedError
 from .options import CellOptions, parse_cell_options, replicate_arguments
 from .prompt_template import Expansion, expand
-from .subcommands import Subcommands
 from .traits import setting_trait
 
 if TYPE_CHECKING:
@@ -88,9 +87,14 @@ class ReplicateMagics(Magics):
         ``panel [NAME]``.
         """
         try:
-            return Subcommands(self).run(line) if cell is None else self._cell(line, cell)
+            return self._subcommand(line) if cell is None else self._cell(line, cell)
         except KeyboardInterrupt:  # before any request (a turn's own interrupt is handled in it)
             raise ReplyInterrupted("Interrupted before anything was sent; nothing was asked.") from None
+
+    def _subcommand(self, line: str) -> Any:
+        from .subcommands import Subcommands  # loaded on first use: %load_ext stays cheap
+
+        return Subcommands(self).run(line)
 
     def _cell(self, line: str, cell: str) -> None:
         options = parse_cell_options(line)
