@@ -47,6 +47,23 @@ def fresh_schema_cache():
 
 
 @pytest.fixture
+def ip(env_emu):
+    """An in-process IPython shell with the extension loaded, against the emulator; the
+    kernel's conversations are empty before and after."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from replicate_magic.conversation import kernel_store
+
+    shell = InteractiveShell.instance()
+    shell.history_manager.enabled = False
+    shell.extension_manager.load_extension("replicate_magic")
+    kernel_store.clear()
+    yield shell
+    shell.extension_manager.unload_extension("replicate_magic")
+    kernel_store.clear()
+
+
+@pytest.fixture
 def emu():
     with Emulator(token=TOKEN, tokens_per_second=0.0) as emulator:
         yield emulator

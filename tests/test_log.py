@@ -21,16 +21,11 @@ from .conftest import TOKEN
 
 
 @pytest.fixture
-def ip(env_emu):
-    shell = InteractiveShell.instance()
-    shell.history_manager.enabled = False
-    shell.extension_manager.load_extension("replicate_magic")
-    kernel_store.clear()
-    yield shell
+def ip(ip):
+    """conftest's shell, with the log settings a test set taken back."""
+    yield ip
     for name in ("cache", "log", "log_path", "prices"):
-        shell.config.ReplicateMagics.pop(name, None)
-    shell.extension_manager.unload_extension("replicate_magic")
-    kernel_store.clear()
+        ip.config.ReplicateMagics.pop(name, None)
 
 
 def ask(ip, line: str, cell: str) -> None:

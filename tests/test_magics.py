@@ -11,7 +11,6 @@ import sys
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 
 import replicate_magic
 from replicate_magic.conversation import kernel_store
@@ -19,17 +18,6 @@ from replicate_magic.emulator import Faults
 from replicate_magic.errors import InvalidRequestError, MissingAuthError, ModelError, ResponseError
 
 from .conftest import TOKEN
-
-
-@pytest.fixture
-def ip(env_emu):
-    shell = InteractiveShell.instance()
-    shell.history_manager.enabled = False
-    shell.extension_manager.load_extension("replicate_magic")
-    kernel_store.clear()
-    yield shell
-    shell.extension_manager.unload_extension("replicate_magic")
-    kernel_store.clear()
 
 
 def ask(ip, line: str, cell: str):

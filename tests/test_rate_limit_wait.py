@@ -7,11 +7,10 @@ Against the emulator's 429 with ``Retry-After`` over real sockets, through
 from __future__ import annotations
 
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 
 from replicate_magic.chat import ChatSession, Metrics, TurnRequest
 from replicate_magic.client import ReplicateClient
-from replicate_magic.conversation import ConversationStore, kernel_store
+from replicate_magic.conversation import ConversationStore
 from replicate_magic.emulator import Faults
 from replicate_magic.inputs import Settings
 from replicate_magic.streaming import PredictionStream
@@ -81,17 +80,6 @@ def test_the_metrics_line_names_the_wait_only_when_there_was_one():
     assert Metrics(**base).line() == "m · 3 tokens · 9.5 s"
     assert Metrics(**base, waited=0.0).line() == "m · 3 tokens · 9.5 s"
     assert Metrics(**base, waited=8.0).line() == "m · 3 tokens · 9.5 s · waited 8.0 s for the rate limit"
-
-
-@pytest.fixture
-def ip(env_emu):
-    shell = InteractiveShell.instance()
-    shell.history_manager.enabled = False
-    shell.extension_manager.load_extension("replicate_magic")
-    kernel_store.clear()
-    yield shell
-    shell.extension_manager.unload_extension("replicate_magic")
-    kernel_store.clear()
 
 
 def test_the_magics_metrics_line_says_it(ip, env_emu, capsys):

@@ -16,12 +16,11 @@ import urllib.request
 
 import pytest
 from aiohttp import web
-from IPython.core.interactiveshell import InteractiveShell
 
 from replicate_magic import Replicate, ResponseError
 from replicate_magic.chat import ChatSession, TurnRequest
 from replicate_magic.client import ReplicateClient
-from replicate_magic.conversation import ConversationStore, kernel_store
+from replicate_magic.conversation import ConversationStore
 from replicate_magic.emulator import Faults
 from replicate_magic.inputs import Settings
 from replicate_magic.schemas import SchemaCache, SchemaUnavailableError, default_schemas
@@ -210,17 +209,6 @@ async def test_a_model_without_an_input_schema_guesses_keys_and_says_so():
 
 
 # -- the magic ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def ip(env_emu):
-    shell = InteractiveShell.instance()
-    shell.history_manager.enabled = False
-    shell.extension_manager.load_extension("replicate_magic")
-    kernel_store.clear()
-    yield shell
-    shell.extension_manager.unload_extension("replicate_magic")
-    kernel_store.clear()
 
 
 def test_the_magic_fails_in_one_line_and_sends_nothing(ip, env_emu):
