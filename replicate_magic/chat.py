@@ -209,7 +209,8 @@ class ChatSession:
         system = stream.messages[0]["content"] if stream.messages and stream.messages[0]["role"] == "system" else None
         return Exchange(
             chat=_chat(request), prompt=request.prompt, system=system, model=journal.logged_model(stream.model),
-            version=parse_model(stream.model).version, input=stream.inputs or {}, reply=stream.text,
+            version=parse_model(stream.model).version or (stream.schema.version if stream.schema else None),
+            input=stream.inputs or {}, reply=stream.text,
             metrics=dict(metrics), prediction_id=stream.prediction_id, status=status,
             cell_id=request.cell_id, notebook=request.notebook,
         )

@@ -201,7 +201,10 @@ class ReplicateClient:
         path = f"/v1/models/{slug}" + (f"/versions/{ref.version}" if ref.version else "")
         data = await self.request("GET", path, on_wait=on_wait)
         version = data if ref.version else data.get("latest_version")
-        return ModelSchema.parse(version.get("openapi_schema") if isinstance(version, dict) else None)
+        if not isinstance(version, dict):
+            return ModelSchema.parse(None)
+        version_id = version.get("id")
+        return ModelSchema.parse(version.get("openapi_schema"), version_id if isinstance(version_id, str) else None)
 
     async def create_prediction(
         self, ref: ModelRef, inputs: dict[str, Any], *, on_wait: OnWait | None = None,

@@ -99,8 +99,8 @@ class TurnLog:
             return None
         if saved is None:
             return None
-        _version, data, saved_at = saved
-        schema = ModelSchema(data.get("properties"), data.get("output", "other"))
+        version, data, saved_at = saved
+        schema = ModelSchema(data.get("properties"), data.get("output", "other"), version)
         self.schemas.put(key, schema, age=_age(saved_at))
         return schema
 
@@ -108,7 +108,7 @@ class TurnLog:
         if schema is None or ref.slug is None:
             return
         try:
-            self.store.save_schema(self.logged_model(str(ref)), ref.version,
+            self.store.save_schema(self.logged_model(str(ref)), schema.version or ref.version,
                                    {"properties": schema.properties, "output": schema.output})
         except StoreError as error:
             self.problems.append(f"not logged: {error}")

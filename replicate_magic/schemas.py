@@ -27,11 +27,12 @@ SCHEMA_TTL = 3600.0  # seconds an entry is used before it is fetched again
 class ModelSchema:
     properties: Mapping[str, Any] | None  # components.schemas.Input.properties; None when not declared
     output: OutputKind = "other"
+    version: str | None = None  # the version id the schema belongs to, when Replicate named it
 
     @classmethod
-    def parse(cls, openapi_schema: Any) -> ModelSchema:
+    def parse(cls, openapi_schema: Any, version: str | None = None) -> ModelSchema:
         """The parts of a Cog ``openapi_schema`` we use; whatever is missing reads as undeclared."""
-        return cls(input_properties(openapi_schema), output_kind(openapi_schema))
+        return cls(input_properties(openapi_schema), output_kind(openapi_schema), version)
 
 
 def output_kind(openapi_schema: Any) -> OutputKind:

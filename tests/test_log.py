@@ -6,6 +6,7 @@ of its own (conftest's ``own_log``). Real kernels are in test_kernel.py.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 
 import pytest
@@ -52,6 +53,8 @@ def test_every_exchange_is_logged_with_what_was_sent(ip, env_emu, own_log, capsy
     (prediction,) = env_emu.predictions.values()
     assert row["prediction_id"] == prediction.id
     assert row["metrics"]["output_token_count"] == prediction.metrics["output_token_count"]
+    # An official model's prediction says "hidden"; the version comes from its schema's latest_version.
+    assert prediction.version == "hidden" and re.fullmatch(r"[0-9a-f]{64}", row["version"])
     assert own_log.stat().st_mode & 0o777 == 0o600
 
 
