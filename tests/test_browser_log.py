@@ -37,7 +37,7 @@ from .html_allowlist import violations
 
 skip_without_a_browser()
 
-from playwright.sync_api import sync_playwright  # noqa: E402  (after the skip: it may be missing)
+from playwright.sync_api import sync_playwright
 
 MARKER = re.compile(r"replayed from the log, \d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC: nothing was asked or billed")
 SETUP, ASK = 0, 1

@@ -238,7 +238,7 @@ async def test_an_error_event_with_a_huge_detail_is_shortened():
 
     with (
         Hostile(stream=failing) as server,
-        pytest.raises(ResponseError, match="The model failed: GPU melted x+…$") as caught,
+        pytest.raises(ResponseError, match=r"The model failed: GPU melted x+…$") as caught,
     ):
         await collect(server)
     assert len(str(caught.value)) < 400

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
-
-import time
 
 from replicate_magic.display import FrameThrottle, LiveReply, bundle
 from replicate_magic.render import markdown_html, plain_html

@@ -3,7 +3,12 @@
 import pytest
 
 from replicate_magic.errors import (
-    MissingAuthError, RateLimitError, ResponseError, error_for_status, missing_token_error, parse_problem,
+    MissingAuthError,
+    RateLimitError,
+    ResponseError,
+    error_for_status,
+    missing_token_error,
+    parse_problem,
 )
 
 PROBLEM = "application/problem+json"

@@ -4,7 +4,13 @@ import pytest
 
 from replicate_magic.errors import InvalidRequestError
 from replicate_magic.inputs import (
-    ModelRef, Settings, build_input, fit_to_schema, input_properties, parse_model, stop_sequences,
+    ModelRef,
+    Settings,
+    build_input,
+    fit_to_schema,
+    input_properties,
+    parse_model,
+    stop_sequences,
 )
 
 LLAMA = {k: {"type": "string"} for k in ("prompt", "system_prompt", "prompt_template", "stop_sequences")} | {

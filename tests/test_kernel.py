@@ -11,6 +11,7 @@ show the API token in any IOPub message.
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -115,7 +116,7 @@ def _assert_frame_gaps(area: list) -> None:
     """Frames (the updates between the first display and the final one) keep the frame
     interval, by the kernel's clock: a burst of tokens never sends two frames back to back."""
     frames = area[1:-1]
-    gaps = [(b.sent - a.sent).total_seconds() for a, b in zip(frames, frames[1:])]
+    gaps = [(b.sent - a.sent).total_seconds() for a, b in itertools.pairwise(frames)]
     assert gaps and min(gaps) >= 0.5 / FRAME_RATE, sorted(gaps)[:5]
 
 

@@ -259,7 +259,7 @@ def test_export_never_replaces_a_file_unless_forced_and_writes_atomically(ip, en
     link = tmp_path / "link.json"
     link.symlink_to(notebook)
     for target in (notebook, link):
-        with pytest.raises(UsageError, match="exists .*--force"):
+        with pytest.raises(UsageError, match=r"exists .*--force"):
             ip.run_line_magic("replicate", f"export {target}")
     assert notebook.read_text() == "my notebook" and link.is_symlink()
     ip.run_line_magic("replicate", f"export {link} --force")
@@ -312,7 +312,7 @@ def test_load_never_replaces_a_conversation_with_turns_unless_asked(ip, env_emu,
     plain.write_text(json.dumps([{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]))
     for content in (plain.read_text(), "[]", json.dumps({"name": "", "turns": []})):
         plain.write_text(content)
-        with pytest.raises(UsageError, match="already has 1 turn.*--replace"):
+        with pytest.raises(UsageError, match=r"already has 1 turn.*--replace"):
             ip.run_line_magic("replicate", f"load {plain}")
         assert replicate_magic.history()[0]["content"] == "Keep me"
     ip.run_line_magic("replicate", f"load {plain} --replace")
@@ -436,6 +436,6 @@ def test_an_interrupt_before_anything_was_sent_is_one_line(ip, env_emu, monkeypa
         raise KeyboardInterrupt  # as if Ctrl-C landed while the prompt was being expanded
 
     monkeypatch.setattr(magics, "expand", interrupted)
-    with pytest.raises(ReplyInterrupted, match="^Interrupted before anything was sent; nothing was asked.$"):
+    with pytest.raises(ReplyInterrupted, match=r"^Interrupted before anything was sent; nothing was asked.$"):
         ask(ip, "", "Hi {x}")
     assert not [r for r in env_emu.requests if r.method == "POST"]

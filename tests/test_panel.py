@@ -6,22 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
-from typing import Callable, Iterator
 
 import pytest
-from traitlets import TraitError
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from ipywidgets import Button, Combobox
+from traitlets import TraitError
 
 import replicate_magic
 from replicate_magic.catalog import DEFAULT_MODEL, KNOWN_MODELS
 from replicate_magic.conversation import kernel_store
 from replicate_magic.emulator import Faults
-from replicate_magic.panel import ChatPanel
-
-from replicate_magic.panel import _CSS
+from replicate_magic.panel import _CSS, ChatPanel
 
 from .conftest import TOKEN
 from .html_allowlist import violations
@@ -457,5 +455,5 @@ def test_the_controls_take_their_bounds_from_the_declarations(make_panel):
 
 
 def test_a_misspelt_setting_is_an_error_not_ignored(make_panel):
-    with pytest.raises(TypeError, match="unknown panel setting max_token; the settings are: .*max_tokens"):
+    with pytest.raises(TypeError, match=r"unknown panel setting max_token; the settings are: .*max_tokens"):
         ChatPanel(max_token=5)

@@ -336,14 +336,14 @@ async def test_model_without_a_stream_is_polled(env_emu):
 async def test_stall_hits_the_idle_timeout_and_cancels(env_emu):
     env_emu.inject(Faults(stall_after=3))
     seen = []
-    with pytest.raises(StreamError, match="No data from the stream for 0.5 s"):
+    with pytest.raises(StreamError, match=r"No data from the stream for 0.5 s"):
         async for token in Replicate.create_async_generator(LLAMA, HI, timeout=0.5):
             seen.append(token)
     assert len(seen) == 3 and env_emu.cancels == [only_prediction(env_emu).id]
 
 
 async def test_unreachable_api_is_one_clear_line():
-    with pytest.raises(ResponseError, match="Could not reach http://127.0.0.1:9") as caught:
+    with pytest.raises(ResponseError, match=r"Could not reach http://127.0.0.1:9") as caught:
         await collect(base_url="http://127.0.0.1:9", api_key=TOKEN)
     assert "\n" not in str(caught.value) and TOKEN not in str(caught.value)
 

@@ -213,7 +213,7 @@ def streams(draw: st.DrawFn) -> tuple[bytes, list[ServerSentEvent]]:
         if draw(st.booleans()):
             lines.append(": " + draw(values))
         lines += [f"data: {d}" for d in data]
-        for line in lines + [""]:
+        for line in [*lines, ""]:
             ending = draw(endings)
             if not line and text.endswith("\r") and ending == "\n":
                 ending = "\r\n"  # a lone LF here would merge with the CR into one line end

@@ -1,4 +1,5 @@
-"""The package passes its static gates: ruff (style, imports, likely bugs) and mypy (types).
+"""The static gates: ruff (style, imports, likely bugs) over the package, the tests and the
+benchmarks, and mypy (types) over the package.
 
 Their settings are in pyproject.toml. The layering gate is tests/test_layers.py.
 """
@@ -18,7 +19,7 @@ def run(*command: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_finds_nothing() -> None:
-    result = run("ruff", "check", "--no-cache", "replicate_magic")
+    result = run("ruff", "check", "--no-cache", "replicate_magic", "tests", "bench")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

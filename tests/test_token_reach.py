@@ -107,7 +107,7 @@ async def test_an_http_stream_url_on_a_replicate_host_gets_no_token():
 
     with (
         Hostile(create=create, stream=needs_token) as server,
-        pytest.raises(ResponseError, match="The stream host stream.replicate.com asked for the API token"),
+        pytest.raises(ResponseError, match=r"The stream host stream.replicate.com asked for the API token"),
     ):
         await collect(server.url, proxy=server.url)  # the hostile server is the proxy too: it sees every request
     (stream,) = [seen for seen in server.requests if seen.host == "stream.replicate.com"]
@@ -132,7 +132,7 @@ async def test_foreign_get_and_cancel_urls_are_not_used():
 
     with (
         Hostile(create=create, stream=stalls) as server,
-        pytest.raises(ResponseError, match="No data from the stream for 0.5 s"),
+        pytest.raises(ResponseError, match=r"No data from the stream for 0.5 s"),
     ):
         await collect(server.url, proxy=server.url, timeout=0.5)
     assert [seen for seen in server.requests if seen.host == "evil.example"] == []
