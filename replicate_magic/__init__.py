@@ -47,18 +47,10 @@ def log(n: int = 100, model: str | None = None, search: str | None = None) -> li
     the reply) narrow them. ``pandas.DataFrame(replicate_magic.log())`` makes a table of them.
     The log is the one ``%config ReplicateMagics.log_path`` names, else the default file."""
     from .journal import shared_log
+    from .magics import loaded_magics
 
-    return shared_log(_configured_log_path()).recent(n, model=model, search=search)
-
-
-def _configured_log_path() -> str:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return ""
-    shell = get_ipython()
-    magics = shell.magics_manager.registry.get("ReplicateMagics") if shell is not None else None
-    return str(magics.log_path) if magics is not None else ""
+    magics = loaded_magics()
+    return shared_log(magics.log_path if magics is not None else "").recent(n, model=model, search=search)
 
 
 def load_ipython_extension(ipython: Any) -> None:

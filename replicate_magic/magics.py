@@ -31,6 +31,16 @@ log = logging.getLogger(__name__)
 _CANCEL_REPORT_WAIT = 2.0  # seconds an interrupted cell waits to say what its cancel did
 
 
+def loaded_magics() -> ReplicateMagics | None:
+    """The ``ReplicateMagics`` of the running shell once ``%load_ext`` registered it, else None:
+    whose ``%config`` settings the panel and ``replicate_magic.log()`` follow."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    magics = shell.magics_manager.registry.get("ReplicateMagics") if shell is not None else None
+    return magics if isinstance(magics, ReplicateMagics) else None
+
+
 @magics_class
 class ReplicateMagics(Magics):
     # The %config settings; their defaults, bounds and help are declared in settings.py.
@@ -136,7 +146,7 @@ class ReplicateMagics(Magics):
         from .chat import ChatSession
         from .loop import shared_loop
 
-        session = ChatSession(log=self._log_store(), prices=self.prices)
+        session = ChatSession(log=self.log_store(), prices=self.prices)
         answered: list[TurnResult] = []  # set once the reply is complete and recorded
         stops = StopReport()  # what became of any cancel this turn needed: told, never assumed
 
@@ -189,7 +199,7 @@ class ReplicateMagics(Magics):
         if notes:
             show_line(" · ".join(notes), reply.fmt, rich=reply.rich)
 
-    def _log_store(self) -> LogStore | None:
+    def log_store(self) -> LogStore | None:
         """The local log as configured (``log``, ``log_path``), or None when it is off."""
         from .journal import shared_log
 

@@ -34,6 +34,7 @@ from traitlets import link
 from .catalog import KNOWN_MODELS
 from .chat import ChatSession
 from .conversation import Turn
+from .magics import loaded_magics
 from .panel_model import FAILED, STOPPED, Draft, PanelModel
 from .render import StreamingMarkdown, inline_html, markdown_html
 from .settings import SETTINGS
@@ -246,25 +247,15 @@ def _session() -> ChatSession:
     """A session that logs where the magic's %config says (log, log_path, prices)."""
     from .journal import shared_log
 
-    magics = _magics()
+    magics = loaded_magics()
     if magics is None:
         return ChatSession(log=shared_log())
-    return ChatSession(log=shared_log(magics.log_path) if magics.log else None, prices=magics.prices)
-
-
-def _magics() -> Any:
-    """The loaded ``ReplicateMagics``, if any."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return None
-    shell = get_ipython()
-    return shell.magics_manager.registry.get("ReplicateMagics") if shell is not None else None
+    return ChatSession(log=magics.log_store(), prices=magics.prices)
 
 
 def _configured() -> dict[str, Any]:
     """The %config settings of the loaded magic, so a panel made in code honours them too."""
-    magics = _magics()
+    magics = loaded_magics()
     if magics is None:
         return {}
     names = ("max_history", "default_inputs", "timeout", "connect_timeout")

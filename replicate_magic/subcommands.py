@@ -74,7 +74,7 @@ class Subcommands:
         name = _one_name(args, "reset [NAME]")
         from .chat import ChatSession
 
-        for problem in ChatSession(kernel_store, log=self.magics._log_store()).reset(name):
+        for problem in ChatSession(kernel_store, log=self.magics.log_store()).reset(name):
             print(f"warning: {problem}")
         print(f"Conversation {name!r} is empty now.")
 
@@ -134,7 +134,7 @@ class Subcommands:
                       "No exchange in the log matches." if parsed.model or parsed.text else "The log is empty.")
 
     def _required_log(self) -> LogStore:
-        store = self.magics._log_store()
+        store = self.magics.log_store()
         if store is None:
             raise UsageError("The log is off (%config ReplicateMagics.log = False); turn it on to use it.")
         return store
