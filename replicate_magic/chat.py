@@ -120,9 +120,10 @@ class ChatSession:
         messages = self.messages_for(request)
         journal = None if self.log is None else TurnLog(self.log, self.schemas, base_url())
         # A schema kept in the log spares a fresh kernel the schema request (and lets it replay).
-        known = journal is not None and (ref.slug is None or journal.known_schema(ref) is not None)
+        schema = journal.known_schema(ref) if journal is not None and ref.slug is not None else None
+        known = journal is not None and (ref.slug is None or schema is not None)
         if journal is not None and request.replay in ("on", "only"):
-            replay = journal.find(ref, model, messages, request.settings)
+            replay = journal.find(ref, model, messages, request.settings, schema) if known else None
             if replay is not None:
                 return self._replayed(request, model, replay, journal, on_token)
             if request.replay == "only":
@@ -136,7 +137,7 @@ class ChatSession:
         stream = PredictionStream(client, model, messages, request.settings, on_log=on_log)
         if journal is not None and request.replay == "on" and not known:
             await stream.prepare()  # the schema was not known offline; now the input is
-            replay = journal.find(ref, model, messages, request.settings, schema=stream.schema)
+            replay = journal.find(ref, model, messages, request.settings, stream.schema)
             if replay is not None:
                 return self._replayed(request, model, replay, journal, on_token)
         started = time.monotonic()
@@ -158,7 +159,7 @@ class ChatSession:
         problems = self._record(request, model, stream.text)
         measured = _metrics(model, {}, count, None if first is None else first - started, elapsed,
                             waited=stream.rate_limited_for)
-        if journal is not None:
+        if journal is not None and stream.schema is not schema:  # fetched now: keep it for the next kernel
             journal.save_schema(ref, stream.schema)
         result = TurnResult(
             text=stream.text,

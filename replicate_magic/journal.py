@@ -71,13 +71,9 @@ class TurnLog:
         return model if self.base_url == DEFAULT_BASE_URL else f"{model} @ {self.base_url}"
 
     def find(self, ref: ModelRef, model: str, messages: Sequence[Mapping[str, Any]], settings: Settings,
-             schema: ModelSchema | None = None) -> Replay | None:
-        """The logged reply for this exact input, if any. With no ``schema`` given, the one in
-        memory or in the log is used; None when no schema is known to build the input with."""
-        if schema is None and ref.slug is not None:
-            schema = self.known_schema(ref)
-            if schema is None:
-                return None
+             schema: ModelSchema | None) -> Replay | None:
+        """The logged reply for the exact input these messages and settings make with ``schema``
+        (None for a bare version id, whose keys are guessed), if any."""
         inputs, ignored, adjusted = input_for(ref, messages, settings, schema)
         try:
             found = self.store.find_replay(self.logged_model(model), inputs)

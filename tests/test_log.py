@@ -241,3 +241,13 @@ def test_restore_starts_after_a_reset_or_a_new_conversation(ip, env_emu, capsys)
     ip.run_line_magic("replicate", "restore trip")
     assert [t.prompt for t in kernel_store.get("trip").turns] == ["A fresh start"]
     assert "reset" in [r["status"] for r in replicate_magic.log()]
+
+
+def test_a_schema_is_written_to_the_log_once_not_on_every_turn(ip, env_emu, capsys):
+    from replicate_magic.journal import shared_log
+
+    ask(ip, "--no-history", "First")
+    logged = f"meta/meta-llama-3-70b-instruct @ {env_emu.base_url}"
+    saved = shared_log().load_schema(logged)
+    ask(ip, "--no-history", "Second")
+    assert saved is not None and shared_log().load_schema(logged) == saved  # same saved_at: not rewritten
