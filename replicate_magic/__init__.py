@@ -1,8 +1,9 @@
 """replicate_magic: stream replies from models hosted on Replicate into Jupyter.
 
 ``%load_ext replicate_magic`` registers the ``%%replicate`` magic. ``Replicate`` is the
-provider class (a port of gpt4free's). Heavy modules (aiohttp, ipywidgets) load only when
-first used, so loading the extension stays cheap.
+provider class (a port of gpt4free's). Heavy modules (aiohttp, ipywidgets) are not imported
+by ``%load_ext``, which stays cheap: ipywidgets loads on first use, and what the first
+``%%replicate`` cell needs is imported by a background thread (``warm_up``) while the user types it.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def log(n: int = 100, model: str | None = None, search: str | None = None) -> li
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext replicate_magic``: registers the magic; imports nothing heavy."""
+    """``%load_ext replicate_magic``: registers the magic and returns; what the first cell needs
+    is imported in a background thread meanwhile (``warm_up``)."""
     from IPython.core.error import UsageError
     from traitlets import TraitError
 
@@ -66,6 +68,9 @@ def load_ipython_extension(ipython: Any) -> None:
         # Magics.__init__ listed the half-built instance for later %config changes: unlist it.
         ipython.configurables[:] = [c for c in ipython.configurables if not isinstance(c, ReplicateMagics)]
         raise UsageError(f"ReplicateMagics.{error}; fix it in the config and load again") from None
+    from . import warm_up
+
+    warm_up.start()
 
 
 def unload_ipython_extension(ipython: Any) -> None:

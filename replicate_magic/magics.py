@@ -127,7 +127,7 @@ class ReplicateMagics(Magics):
 
     def _ask(self, options: CellOptions, prompt: str, expansion: Expansion) -> None:
         """Build the request, open the output area, run the turn, then publish its result."""
-        from .display import LiveReply  # aiohttp loads here, not at %load_ext
+        from .display import LiveReply  # not at %load_ext: warm_up imports these meanwhile
         from .request import Configured, build_request
 
         request = build_request(prompt, options, Configured.of(self), cell_id=self._turn_key(),

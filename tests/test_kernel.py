@@ -473,11 +473,35 @@ def test_hostile_replies_logs_and_history_stay_text(kernel, emu):
 # -- 10: loading the extension is cheap ------------------------------------------------------------------
 
 
-def test_load_ext_imports_neither_aiohttp_nor_ipywidgets(fresh_kernel, emu):
+_WATCH_IMPORTS = """
+import sys, threading
+class _Watch:
+    seen = {}
+    def find_spec(self, name, path=None, target=None):
+        if name in ("aiohttp", "ipywidgets", "markdown_it"):
+            self.seen.setdefault(name, threading.current_thread().name)
+        return None
+_watch = _Watch()
+sys.meta_path.insert(0, _watch)
+"""
+
+
+def test_load_ext_leaves_the_heavy_imports_to_a_background_thread(fresh_kernel, emu):
     kernel = _use(fresh_kernel, emu)
     heavy = "sorted({m.split('.')[0] for m in __import__('sys').modules} & {'aiohttp', 'ipywidgets', 'markdown_it'})"
     assert kernel.eval(heavy) == []
+    kernel.ok(_WATCH_IMPORTS)
     kernel.ok("%load_ext replicate_magic")
-    assert kernel.eval(heavy) == []
+    kernel.ok("import threading\nfor t in threading.enumerate():\n    t.name == 'replicate-magic-warm-up' and t.join(30)")
+    # The kernel's own thread imported none of them; the warm-up thread imported what a turn needs.
+    assert kernel.eval("_watch.seen") == {"aiohttp": "replicate-magic-warm-up", "markdown_it": "replicate-magic-warm-up"}
+    assert kernel.eval(heavy) == ["aiohttp", "markdown_it"]
     kernel.ok("%%replicate\nHi.")
-    assert kernel.eval(heavy) == ["aiohttp", "markdown_it"]  # loaded when first needed (so the check can fail)
+    assert "ipywidgets" not in kernel.eval("_watch.seen")  # the panel's, loaded on first use only
+
+
+def test_a_cell_right_after_load_ext_waits_for_the_warm_up_and_answers(fresh_kernel, emu):
+    kernel = _use(fresh_kernel, emu)
+    kernel.ok("%load_ext replicate_magic")  # no pause: the turn's imports race the thread's
+    reply = kernel.ok("%%replicate --no-history\nHi.")
+    assert _last_text(reply) == _output(emu, _only_prediction(emu))

@@ -22,7 +22,7 @@ PURE = {"sse", "prompts", "inputs", "errors", "conversation", "options", "prompt
 # The network and the private loop; no IPython.
 IO = {"sessions", "client", "streaming", "provider", "chat", "loop", "cancels", "bodies", "journal", "store"}
 # IPython and widgets on top.
-GLUE = {"magics", "subcommands", "display", "panel_model", "panel", "__main__", "demo", "__init__", "traits"}
+GLUE = {"magics", "subcommands", "display", "panel_model", "panel", "__main__", "demo", "__init__", "traits", "warm_up"}
 LAYERS = [PURE, IO, GLUE]
 
 # Third-party or standard modules a layer must not import.
