@@ -16,9 +16,12 @@ Timings live here and in BENCHMARKS.md, never in the tests.
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import gc
+import hashlib
 import json
+import multiprocessing
 import os
 import platform
 import statistics
@@ -153,7 +156,7 @@ def emulator_tokens(n: int) -> list[str]:
 # -- kernels -----------------------------------------------------------------------------------
 
 
-def kernel_session(package_root: Path, kernel_name: str, emu: EmulatorProcess, tmp: Path,
+def kernel_session(package_root: Path, kernel_name: str, emu: EmulatorProcess | MediaEmulator, tmp: Path,
                    log_path: Path | None = None) -> Any:
     """A kernel (tests/kernel_harness.py) pointed at the emulator process; its stderr goes to a file.
 
@@ -954,6 +957,333 @@ def bench_first_token(s: Section, emu: EmulatorProcess, runs: int, package_root:
            "kernel of its own saved before the runs; (c) a new, empty log file each run.")
 
 
+# -- 12. output files --------------------------------------------------------------------------------
+
+FLUX = "black-forest-labs/flux-schnell"
+BIG_FILE, SHOW_GOAL_MS = 4_000_000, 50.0
+BATCH, BATCH_DELAY = 20, 0.2  # files in one prediction; seconds the file host holds back each body
+# A file model's cell polls its prediction every 0.5 s: answering the create this late (the model is
+# done by then) makes its first poll find it finished, so no run waits a poll interval by chance.
+SETTLE = 0.05
+
+
+def _media_emulator(conn: Any) -> None:
+    """The child process of ``MediaEmulator``: an Emulator from this repository, steered over a pipe."""
+    sys.path.insert(0, str(REPO))  # this repository's emulator, whatever --package-root measures
+    from replicate_magic.emulator import Emulator, Faults, images
+
+    with Emulator(token=TOKEN) as emu:
+        conn.send(emu.base_url)
+        while True:
+            op, *args = conn.recv()
+            if op == "quit":
+                break
+            if op == "png":  # a PNG on the file host: seeded noise of about `size` bytes, else a small picture
+                key, size, delay = args
+                pic = images.noise(size, 1.0, key.encode()) if size else images.picture(256, 256, key.encode())
+                data = images.encode(pic, "png", noisy=bool(size))
+                conn.send((emu.add_file("out-0.png", data, "image/png", delay=delay), len(data)))
+            elif op == "inject":
+                emu.inject(Faults(**args[0]))
+                conn.send(None)
+            elif op == "stored":  # (downloads, sha256) of each URL's file
+                found = [emu.files.get("/" + url.split("/", 3)[3]) for url in args[0]]
+                conn.send([(f.downloads, f.sha256) if f is not None else (-1, "") for f in found])
+            elif op == "peak":  # the most downloads in flight at once since the last call
+                conn.send(emu.files.peak_in_flight)
+                emu.files.peak_in_flight = 0
+            elif op == "outputs":
+                conn.send(list(list(emu.predictions.values())[-1].output))
+            elif op == "authorizations":
+                conn.send(emu.file_host_authorizations)
+
+
+class MediaEmulator:
+    """An Emulator in a process of its own (so its serving never shares the client's GIL), for
+    benchmark 12: it publishes files and injects faults, which bench/emulator_process.py does not."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: the emulator from REPO
+        self._conn, child = context.Pipe()
+        self.proc = context.Process(target=_media_emulator, args=(child,), daemon=True)
+        self.proc.start()
+        self.base_url: str = self._conn.recv()
+
+    def ask(self, op: str, *args: Any) -> Any:
+        self._conn.send((op, *args))
+        return self._conn.recv()
+
+    def close(self) -> None:
+        if self.proc.is_alive():
+            self._conn.send(("quit",))
+            self.proc.join(10)
+            if self.proc.is_alive():
+                self.proc.kill()
+                self.proc.join()
+
+
+# Run in the kernel once: what the timed cells use. `_sent()` is when the IOPub thread, which
+# sends the kernel's messages in order, has sent everything queued before it.
+FILES_SETUP = """\
+import gc as _gc, threading as _threading, time as _time
+from IPython.display import display as _display
+from replicate_magic.display import LiveReply as _LiveReply, bundle as _bundle
+from replicate_magic.files import FileOutput as _FileOutput, _download
+from replicate_magic.settings import Timeouts as _Timeouts
+_iopub = get_ipython().kernel.iopub_thread
+
+def _sent():
+    done, at = _threading.Event(), [0.0]
+    def mark():
+        at[0] = _time.perf_counter()
+        done.set()
+    _iopub.schedule(mark)
+    done.wait(10)
+    return at[0]
+
+async def _download_ms(url):
+    t0 = _time.perf_counter()
+    data = await _download(url, {api!r}, _Timeouts())
+    return (_time.perf_counter() - t0) * 1000, data
+"""
+# The bytes are in memory (downloaded by an earlier cell); from there to the message sent.
+SHOW_DISPLAY = """\
+_gc.collect()
+_t0 = _time.perf_counter()
+_f = _FileOutput.of({url!r}, "out-0.png", _data)
+_t1 = _time.perf_counter()
+_b = _bundle("", "markdown", files=[_f])
+_t2 = _time.perf_counter()
+_display(_b, raw=True)
+_t3 = _time.perf_counter()
+_t4 = _sent()
+_ms = [(_t1 - _t0) * 1000, (_t2 - _t1) * 1000, (_t3 - _t2) * 1000, (_t4 - _t3) * 1000]
+"""
+# The same through the magic's own last update: LiveReply.finish(files=...) after FileOutput.of.
+SHOW_FINISH = """\
+_r = _LiveReply("markdown")
+_r.start("asking…")
+_sent()
+_gc.collect()
+_t0 = _time.perf_counter()
+_f = _FileOutput.of({url!r}, "out-0.png", _data)
+_t1 = _time.perf_counter()
+_r.finish("", files=[_f])
+_t2 = _time.perf_counter()
+_t3 = _sent()
+_ms = [(_t1 - _t0) * 1000, (_t2 - _t1) * 1000, (_t3 - _t2) * 1000]
+"""
+FILE_CELL = "%%replicate -m {model} -i output_format=png\nbench 12, {what}"
+ONCE_CELL = "%%replicate -m {model} -i num_outputs=2 --save {save} -o imgs\nbench 12: each file once"
+ONCE_USE = "_n = len(imgs[0].read()); _p = str(imgs[0].save({copy!r})); imgs[0]"
+
+
+def wire_bytes(message: Any) -> int:
+    """The size of a message's content as the kernel sends it (JSON, UTF-8)."""
+    return len(json.dumps(message.content, ensure_ascii=False).encode())
+
+
+def user_expression(request: Any, name: str) -> Any:
+    found = request.reply["user_expressions"][name]
+    assert found["status"] == "ok", found
+    return ast.literal_eval(found["data"]["text/plain"])
+
+
+async def _fetch_batch(urls: list[str], api_base: str) -> tuple[float, int]:
+    from replicate_magic.files import fetch_files
+    from replicate_magic.settings import Timeouts
+
+    t0 = time.perf_counter()
+    files = await fetch_files(urls, api_base=api_base, timeouts=Timeouts(), embed_limit=20_000_000)
+    elapsed = time.perf_counter() - t0
+    assert all(f.problem is None and f.size for f in files), [f.problem for f in files]
+    return elapsed, len(files)
+
+
+def bench_files(s: Section, runs: int, package_root: Path, kernel_name: str, tmp: Path, **_: Any) -> None:
+    media = MediaEmulator()
+    try:
+        kernel = kernel_session(package_root, kernel_name, media, tmp)
+        try:
+            _bench_files(s, media, runs, kernel, tmp)
+        finally:
+            kernel.close()
+    finally:
+        media.close()
+
+
+def _bench_files(s: Section, media: MediaEmulator, runs: int, kernel: Any, tmp: Path) -> None:
+    ok(kernel, "%load_ext replicate_magic")
+    ok(kernel, FILES_SETUP.format(api=media.base_url))
+    n = 0
+
+    def png(size: int | None, delay: float | None = None) -> tuple[str, int]:
+        nonlocal n
+        n += 1
+        return media.ask("png", f"bench-12-{n}", size, delay)
+
+    # 1. Showing a 4 MB PNG: from its bytes in the kernel's memory to the display message sent.
+    big_url, big_size = png(BIG_FILE)
+    ok(kernel, f"_dl, _data = await _download_ms({big_url!r})")
+    sizes: dict[str, list[int]] = {"display": [], "finish": []}
+
+    def shown(variant: str) -> Callable[[], list[float]]:
+        code = (SHOW_DISPLAY if variant == "display" else SHOW_FINISH).format(url=big_url)
+
+        def run() -> list[float]:
+            request = ok(kernel, code, user_expressions={"ms": "_ms"})
+            last = request.of_type("display_data", "update_display_data")[-1]
+            assert "data:image/png;base64," in last.content["data"]["text/html"]
+            sizes[variant].append(wire_bytes(last))
+            return [float(x) for x in user_expression(request, "ms")]
+
+        return run
+
+    shown("display")(), shown("finish")()  # warm-up: imports, the renderer
+    sizes = {"display": [], "finish": []}
+    rounds = 4 * runs  # short runs: take more of them
+    parts = alternate(rounds, {"display": shown("display"), "finish": shown("finish")})
+    totals = {k: [sum(p) for p in v] for k, v in parts.items()}
+    steps = [median([p[i] for p in parts["display"]]) for i in range(4)]
+    shown_ms = median(totals["display"])
+    s.row(f"showing a {big_size / 1e6:.1f} MB PNG already in memory: `FileOutput.of` + `display(bundle(...))` "
+          "until the IOPub thread sent it (in the kernel)", f"{shown_ms:.1f} ms", f"<= {SHOW_GOAL_MS:g} ms",
+          shown_ms <= SHOW_GOAL_MS)
+    s.row("the same, by step: `FileOutput.of` (sha256, sniffing) / `bundle` (HTML, base64) / `display()` "
+          "(serialising) / the IOPub send", " / ".join(f"{x:.1f}" for x in steps) + " ms")
+    s.row("the same through the magic's own last update, `FileOutput.of` + `LiveReply.finish(files=[f])` + send",
+          f"{median(totals['finish']):.1f} ms")
+    wire = median([float(x) for x in sizes["display"]])
+    s.row("its display message on the wire (content, JSON)",
+          f"{wire / 1e6:.2f} MB for a {big_size:,}-byte file ({wire / big_size:.2f}x)")
+    s.note(f"Showing, {rounds} runs each, ms (FileOutput.of / bundle / display() / IOPub send): "
+           + "; ".join(" / ".join(f"{x:.1f}" for x in p) for p in parts["display"]))
+    s.note("Through `LiveReply.finish`, ms (FileOutput.of / finish / IOPub send): "
+           + "; ".join(" / ".join(f"{x:.1f}" for x in p) for p in parts["finish"]))
+
+    # 1b. End to end: a %%replicate cell showing the 4 MB file against one showing a small one,
+    # less the difference of their downloads (each timed alone, after the cell, as the magic fetches).
+    def cell(size: int | None, log: bool) -> Callable[[], tuple[float, float]]:
+        def run() -> tuple[float, float]:
+            url, _ = png(size)
+            ok(kernel, f"%config ReplicateMagics.log = {log}")
+            media.ask("inject", {"tokens": [url], "slow_create": SETTLE})
+            kernel.run("", silent=True, user_expressions={"gc": "__import__('gc').collect()"})
+            request = ok(kernel, FILE_CELL.format(model=FLUX, what=f"{size or 'small'} {n}"), cell_id="bench-12")
+            assert "data:image/png;base64," in reply_area(request)[-1].content["data"].get("text/html", "")
+            downloaded = ok(kernel, f"_dl, _ = await _download_ms({url!r})", user_expressions={"ms": "_dl"})
+            return request.seconds() * 1000, float(user_expression(downloaded, "ms"))
+
+        return run
+
+    variants = {f"{what}, log {'on' if log else 'off'}": cell(size, log)
+                for log in (False, True) for what, size in (("big", BIG_FILE), ("small", None))}
+    for run in variants.values():
+        run()  # warm-up
+    cells = alternate(runs, variants)
+    ok(kernel, "%config ReplicateMagics.log = True")
+    for log in ("off", "on"):
+        big, small = cells[f"big, log {log}"], cells[f"small, log {log}"]
+        cell_diff = median([c for c, _ in big]) - median([c for c, _ in small])
+        dl_diff = median([d for _, d in big]) - median([d for _, d in small])
+        s.row(f"end to end, log {log}: `%%replicate` cell showing the 4 MB PNG / a small one (busy to idle), "
+              "less the difference of their downloads",
+              f"{median([c for c, _ in big]):.0f} / {median([c for c, _ in small]):.0f} ms; "
+              f"{cell_diff:.0f} - {dl_diff:.0f} = {cell_diff - dl_diff:.0f} ms")
+    for name, values in cells.items():
+        s.note(f"Cell {name}, ms busy to idle / download alone: "
+               + "; ".join(f"{c:.0f} / {d:.1f}" for c, d in values))
+    s.note(f"Showing: a {big_size:,}-byte PNG of seeded noise on the emulator's file host (the emulator runs in a "
+           "process of its own, `MediaEmulator`), downloaded into the kernel once, then timed in the kernel with "
+           "`time.perf_counter()`: `FileOutput.of(url, name, data)`, `bundle('', 'markdown', files=[f])` (the "
+           "HTML with the image as a base64 data: URI), `IPython.display.display(..., raw=True)` (ipykernel "
+           "serialises the message in the calling thread) and, until the IOPub thread ran a callback "
+           "scheduled after it (it sends in order), the send. A `gc.collect()` first. The magic's own path, "
+           "`LiveReply.finish`, alternates with it. Message size: the display message's content as JSON.")
+    s.note("End to end: each run publishes a new file (so the log keeps each, as it would new images), and "
+           f"`{FILE_CELL.splitlines()[0].format(model=FLUX)}` gets its URL as the model's output "
+           f"(`Faults(tokens=[url], slow_create={SETTLE:g})`), so the emulator spends no time making it, and the "
+           "cell's first poll of the prediction finds it done (the magic polls a file model every 0.5 s; without "
+           "this about one run in five waited one interval more). Then, in a cell of its own, "
+           "the same URL downloaded again with the magic's own download function (`files._download`, on a warm "
+           "session). The difference between the 4 MB cell and the small-file cell, less the difference of "
+           "their downloads, is what the 4 MB file costs beyond its download: showing it and, with the log on, "
+           "keeping its bytes for a replay. The log is switched (untimed) before each cell.")
+
+    # 2. Each file downloaded once though it is shown, read, saved and put in --out.
+    save_dir, copy = tmp / "saved", tmp / "copy.webp"
+    ok(kernel, ONCE_CELL.format(model=FLUX, save=save_dir), cell_id="bench-12-once")
+    urls = media.ask("outputs")
+    used = ok(kernel, ONCE_USE.format(copy=str(copy)))
+    shown_again = used.of_type("execute_result")
+    stored = media.ask("stored", urls)
+    downloads = [d for d, _ in stored]
+    on_disk = sorted(save_dir.iterdir())
+    same = ([hashlib.sha256(p.read_bytes()).hexdigest() for p in on_disk] == [h for _, h in stored]
+            and hashlib.sha256(copy.read_bytes()).hexdigest() == stored[0][1])
+    s.row(f"downloads of each of {len(urls)} files shown, put in `-o imgs`, saved with `--save`, then "
+          "`imgs[0].read()`, `imgs[0].save(...)` and `imgs[0]` shown again",
+          " / ".join(map(str, downloads)) + (" (saved copies match)" if same else " (saved copies DIFFER)"),
+          "1 per file", all(d == 1 for d in downloads) and same)
+    s.note(f"Once: `{ONCE_CELL.splitlines()[0].format(model=FLUX, save='DIR')}`, then "
+           f"`{ONCE_USE.format(copy='COPY')}`; "
+           f"the file host's own count of GETs per file. `--save` wrote {', '.join(p.name for p in on_disk)}; "
+           f"`imgs[0]` shown again as {len(shown_again)} execute_result; token sent to the file host "
+           f"{media.ask('authorizations')} times.")
+
+    # 3. A 20-image batch downloads concurrently.
+    media.ask("peak")
+    slow = [png(None, BATCH_DELAY)[0] for _ in range(BATCH)]
+    fast = [png(None)[0] for _ in range(BATCH)]
+    peaks: dict[str, list[int]] = {"batch": [], "one": []}
+
+    def fetch(urls: list[str], name: str) -> Callable[[], float]:
+        def run() -> float:
+            elapsed, count = asyncio.run(_fetch_batch(urls, media.base_url))
+            assert count == len(urls)
+            peaks[name].append(media.ask("peak"))
+            return elapsed
+
+        return run
+
+    fetch(slow, "batch")(), fetch(slow[:1], "one")()  # warm-up: imports
+    peaks = {"batch": [], "one": []}
+    fetched = alternate(2 * runs, {"batch": fetch(slow, "batch"), "one": fetch(slow[:1], "one")})
+    batch, one = median(fetched["batch"]), median(fetched["one"])
+    sequential = BATCH * BATCH_DELAY
+    s.row(f"{BATCH} files with the file host holding each body back {BATCH_DELAY:g} s: `fetch_files` wall time "
+          f"(one file alone: {one * 1000:.0f} ms)",
+          f"{batch * 1000:.0f} ms = {batch / sequential:.3f}x the sequential {sequential:g} s",
+          f"< {2 * BATCH_DELAY:g} s (2x one delay)", batch < 2 * BATCH_DELAY)
+    s.row("downloads in flight at once on the file host (fewest over the runs)",
+          f"{min(peaks['batch'])} of {BATCH}", f"{BATCH}", min(peaks["batch"]) == BATCH)
+
+    def batch_cell(urls: list[str]) -> Callable[[], float]:
+        def run() -> float:
+            media.ask("inject", {"tokens": urls, "slow_create": SETTLE})
+            request = ok(kernel, f"%%replicate -m {FLUX}\nbench 12, a batch", cell_id="bench-12-batch")
+            assert reply_area(request)[-1].content["data"]["text/html"].count("<img ") == BATCH
+            return request.seconds()
+
+        return run
+
+    batch_cell(fast)()
+    in_kernel = alternate(runs, {"slow": batch_cell(slow), "fast": batch_cell(fast)})
+    media.ask("peak")
+    slow_cell, fast_cell = median(in_kernel["slow"]), median(in_kernel["fast"])
+    s.row(f"a `%%replicate` cell of {BATCH} images, each body held back {BATCH_DELAY:g} s / not held back "
+          "(busy to idle)", f"{slow_cell * 1000:.0f} / {fast_cell * 1000:.0f} ms: the delays add "
+          f"{(slow_cell - fast_cell) * 1000:.0f} ms")
+    s.note(f"Batch: {BATCH} small PNGs published with `Emulator.add_file(..., delay={BATCH_DELAY:g})` (the file host "
+           "sends the headers, then waits before the body: `Faults.file_delay` for a model's own files), fetched "
+           f"by `replicate_magic.files.fetch_files` on a new event loop in this process, {2 * runs} runs "
+           f"alternating with one file alone; seconds, {BATCH} files: {runs_text(fetched['batch'])}; one: "
+           f"{runs_text(fetched['one'])}; peak in flight per run: {peaks['batch']} (the file host counts the "
+           "bodies it is serving). In the kernel: the same URLs as a flux-schnell prediction's output "
+           f"(`Faults(tokens=urls, slow_create={SETTLE:g})`), against {BATCH} files not held back; seconds: slow "
+           f"{runs_text(in_kernel['slow'])}; fast {runs_text(in_kernel['fast'])}.")
+
+
 BENCHMARKS: dict[int, tuple[str, Callable[..., None], bool]] = {
     1: ("Stream throughput (50,000 events)", bench_throughput, False),
     2: ("Display cost in a real kernel", bench_display, True),
@@ -966,6 +1296,7 @@ BENCHMARKS: dict[int, tuple[str, Callable[..., None], bool]] = {
     9: ("The local log: 100,000 exchanges", bench_store, False),
     10: ("A replayed cell and a logged cell, in a kernel", bench_replay, True),
     11: ("Time to first token in a fresh kernel, against the official client", bench_first_token, False),
+    12: ("Output files: showing a 4 MB image, one download each, a 20-image batch", bench_files, False),
 }
 
 

@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 
 PROG = "python -m replicate_magic"
 # The one-turn options; chat, history, output and expansion flags belong to the notebook.
-CLI_OPTIONS = ("model", "temperature", "top_p", "top_k", "max_tokens", "stop", "system", "inputs", "timeout",
-               "cache", "refresh")
+CLI_OPTIONS = ("model", "temperature", "top_p", "top_k", "max_tokens", "stop", "system", "inputs", "images",
+               "timeout", "cache", "refresh", "save")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -97,6 +97,7 @@ async def _ask(options: CellOptions, prompt: str, stops: StopReport, base: str |
     from .display import result_notes
     from .journal import shared_log
     from .request import Configured, build_request
+    from .uploads import load_files
 
     if base is not None:  # the emulator, for this process only: never a real token, never a proxy
         os.environ["REPLICATE_BASE_URL"] = base
@@ -105,6 +106,8 @@ async def _ask(options: CellOptions, prompt: str, stops: StopReport, base: str |
             del os.environ[name]
     # One turn, no history: nothing outlives the process.
     request = build_request(prompt.strip(), replace(options, no_history=True), Configured())
+    # Files named by -i KEY=@PATH and --image are read now; there are no variables for @{name}.
+    request = replace(request, settings=load_files(request.settings, None))
 
     sanitizer = TerminalSanitizer()  # one per reply: a sequence may be split across tokens
 
@@ -118,6 +121,9 @@ async def _ask(options: CellOptions, prompt: str, stops: StopReport, base: str |
         result = await session.ask(request, on_token=write)
     sys.stdout.write(sanitizer.flush())
     print()
+    for item in result.files or ():  # a model that makes files: a line each (and where it was saved)
+        saved = f" · saved to {item.path}" if item.path is not None else ""
+        print(clean(f"{item.summary()}{saved}"))
     notes = result_notes(result, await session.reported_metrics(result))
     print(clean(" · ".join(notes)), file=sys.stderr)
     return 0

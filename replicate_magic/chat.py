@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from .catalog import resolve_model
@@ -19,6 +20,7 @@ from .client import ReplicateClient
 from .conversation import ConversationStore, Turn, kernel_store
 from .environment import base_url
 from .errors import NotInLogError, ReplicateMagicError, ResponseError
+from .files import FileOutput, fetch_files
 from .inputs import parse_model
 from .journal import Replay, TurnLog
 from .pricing import estimate, format_cost
@@ -40,14 +42,20 @@ class Metrics:
     total_time: float | None
     waited: float | None = None  # seconds the client waited out Replicate's rate limit
     cost: str = ""  # "≈ $0.0012" where the model's price is known (pricing.py); never a guess
+    files: int | None = None  # a model that makes files: how many (its time counts, not tokens)
+    predict_time: float | None = None  # seconds the model ran, as Replicate reports it
 
     def line(self) -> str:
         parts = [self.model]
-        if self.output_tokens is not None:
+        if self.files is not None:
+            parts.append(f"{self.files} file" + ("" if self.files == 1 else "s"))
+            if self.predict_time is not None:
+                parts.append(f"ran {self.predict_time:.1f} s")
+        elif self.output_tokens is not None:
             parts.append(f"{self.output_tokens} token" + ("" if self.output_tokens == 1 else "s"))
-        if self.time_to_first_token is not None:
+        if self.time_to_first_token is not None and self.files is None:
             parts.append(f"first token {self.time_to_first_token:.2f} s")
-        if self.tokens_per_second is not None:
+        if self.tokens_per_second is not None and self.files is None:
             parts.append(f"{self.tokens_per_second:.1f} tokens/s")
         if self.total_time is not None:
             parts.append(f"{self.total_time:.1f} s")
@@ -69,6 +77,15 @@ class TurnResult:
     reported: asyncio.Future[Metrics] | None = field(default=None, repr=False)
     replayed: str | None = None  # when the logged reply shown was made: "2026-12-01 16:22 UTC"
     problems: list[str] = field(default_factory=list)  # the local log's failures, one line each
+    files: list[FileOutput] | None = None  # a model that makes files: one per output, in order
+    one_file: bool = False  # its output is one file, not a list (what --out receives)
+
+    @property
+    def value(self) -> Any:
+        """What ``--out`` receives: the text, or the file (or list of files) the model made."""
+        if self.files is None:
+            return self.text
+        return self.files[0] if self.one_file and len(self.files) == 1 else list(self.files)
 
 
 class ChatSession:
@@ -155,10 +172,13 @@ class ChatSession:
                 status = "failed" if isinstance(error, ReplicateMagicError) else "interrupted"
                 journal.record(self._exchange(request, journal, stream, status, {}))
             raise
+        urls = await stream.output_files()
+        files = None if urls is None else await self._fetch(request, stream, urls, client.base_url)
         elapsed = time.monotonic() - started
-        problems = self._record(request, model, stream.text)
+        # A file model's turn is not a chat turn: the conversation stays as it was.
+        problems = self._record(request, model, stream.text) if urls is None else []
         measured = _metrics(model, {}, count, None if first is None else first - started, elapsed,
-                            waited=stream.rate_limited_for)
+                            waited=stream.rate_limited_for, files=None if files is None else len(files))
         if journal is not None and stream.schema is not schema:  # fetched now: keep it for the next kernel
             journal.save_schema(ref, stream.schema)
         result = TurnResult(
@@ -169,50 +189,71 @@ class ChatSession:
             ignored=stream.ignored,
             adjusted=stream.adjusted,
             problems=problems + ([] if journal is None else journal.problems),
+            files=files,
+            one_file=files is not None and not isinstance(stream.prediction and stream.prediction.output, list),
         )
+        if files is not None:
+            result.text = ""
         # Asked for now, awaited later: the request overlaps the caller's final display. The
         # exchange is logged with Replicate's own metrics once they are in.
-        result.reported = asyncio.ensure_future(self._finish(request, stream, measured, journal))
+        result.reported = asyncio.ensure_future(self._finish(request, stream, measured, journal, files,
+                                                             result.one_file))
         return result
+
+    async def _fetch(self, request: TurnRequest, stream: PredictionStream, urls: list[str],
+                     api_base: str) -> list[FileOutput]:
+        """Each output file, downloaded once (concurrently) without the token; a file that
+        cannot be fetched is kept with its problem, the others stand."""
+        save_dir = Path(request.save_dir) if request.save_dir else None
+        return await fetch_files(urls, api_base=api_base, timeouts=request.timeouts, embed_limit=request.embed_limit,
+                                 save_dir=save_dir, prefix=f"{stream.prediction_id}-" if stream.prediction_id else "")
 
     def _replayed(self, request: TurnRequest, model: str, replay: Replay, journal: TurnLog,
                   on_token: Callable[[str], None]) -> TurnResult:
         """The logged reply, shown and recorded like any turn; nothing is asked or billed."""
         logged = replay.exchange
-        on_token(logged.reply)
-        journal.problems += self._record(request, model, logged.reply)
+        if replay.files is None:
+            on_token(logged.reply)
+            journal.problems += self._record(request, model, logged.reply)
         journal.record(replace(logged, time=utc_now(), chat=_chat(request), prompt=request.prompt,
                                cell_id=request.cell_id, notebook=request.notebook, replayed=True, id=None))
         output = logged.metrics.get("output_token_count")
+        files = replay.files
         return TurnResult(
-            text=logged.reply, model=model, prediction_id=logged.prediction_id,
-            metrics=Metrics(model, output if isinstance(output, int) else None, None, None, None, None),
+            text=logged.reply if files is None else "", model=model, prediction_id=logged.prediction_id,
+            metrics=Metrics(model, output if isinstance(output, int) else None, None, None, None, None,
+                            files=None if files is None else len(files)),
             ignored=replay.ignored, adjusted=replay.adjusted, replayed=replay.when, problems=journal.problems,
+            files=files, one_file=bool(logged.files and logged.files[0].get("one_file")),
         )
 
     async def _finish(self, request: TurnRequest, stream: PredictionStream, measured: Metrics,
-                      journal: TurnLog | None) -> Metrics:
+                      journal: TurnLog | None, files: list[FileOutput] | None = None,
+                      one_file: bool = False) -> Metrics:
         reported: Mapping[str, Any] = {}
         try:
             reported = (await stream.final_prediction()).metrics
         except ResponseError:
             pass  # the reply is complete; metrics are a nicety
         if journal is not None:
-            journal.record(self._exchange(request, journal, stream, "succeeded", reported))
+            journal.record(self._exchange(request, journal, stream, "succeeded", reported,
+                                          journal.keep_files(files, one_file) if files is not None else []))
         if not reported:
             return measured
-        cost = estimate(measured.model, reported, overrides=self.prices)
+        hardware = stream.schema.hardware if stream.schema is not None else None  # a deployment's
+        cost = estimate(measured.model, reported, overrides=self.prices, hardware=hardware)
         return _metrics(measured.model, reported, measured.output_tokens or 0, measured.time_to_first_token,
-                        measured.total_time or 0.0, waited=measured.waited, cost=format_cost(cost))
+                        measured.total_time or 0.0, waited=measured.waited, cost=format_cost(cost),
+                        files=measured.files)
 
     def _exchange(self, request: TurnRequest, journal: TurnLog, stream: PredictionStream, status: str,
-                  metrics: Mapping[str, Any]) -> Exchange:
+                  metrics: Mapping[str, Any], files: list[dict[str, Any]] | None = None) -> Exchange:
         system = stream.messages[0]["content"] if stream.messages and stream.messages[0]["role"] == "system" else None
         return Exchange(
             chat=_chat(request), prompt=request.prompt, system=system, model=journal.logged_model(stream.model),
             version=parse_model(stream.model).version or (stream.schema.version if stream.schema else None),
-            input=stream.inputs or {}, reply=stream.text,
-            metrics=dict(metrics), prediction_id=stream.prediction_id, status=status,
+            input=stream.inputs or {}, reply="\n".join(f["url"] for f in files) if files else stream.text,
+            files=files or [], metrics=dict(metrics), prediction_id=stream.prediction_id, status=status,
             cell_id=request.cell_id, notebook=request.notebook,
         )
 
@@ -242,7 +283,7 @@ def _chat(request: TurnRequest) -> str:
 
 def _metrics(
     model: str, reported: Mapping[str, Any], count: int, first: float | None, elapsed: float,
-    *, waited: float | None = None, cost: str = "",
+    *, waited: float | None = None, cost: str = "", files: int | None = None,
 ) -> Metrics:
     """Replicate's own figures where it gives them, else what the client measured."""
 
@@ -261,4 +302,6 @@ def _metrics(
         total_time=number("total_time") or elapsed,
         waited=waited,
         cost=cost,
+        files=files,
+        predict_time=number("predict_time"),
     )

@@ -10,9 +10,10 @@ Authorization header included, and ``%xmode Verbose`` would print them.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from collections.abc import AsyncGenerator, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -44,7 +45,7 @@ from .errors import (
     missing_token_error,
     parse_problem,
 )
-from .inputs import ModelRef
+from .inputs import ModelRef, parse_model
 from .prediction import Prediction
 from .schemas import ModelSchema, SchemaCache, SchemaUnavailableError, default_schemas
 from .sessions import inflight, new_session, proxy_for, shared_session
@@ -60,6 +61,7 @@ _RETRYABLE = (429, 500, 502, 503, 504)
 _CANCEL_TRIES = 3
 _CANCEL_BUDGET = 5.0  # seconds for all tries
 _CANCEL_TRY = 2.0  # seconds for one try
+_SLOW_UPLOAD_RATE = 250_000  # bytes a second an upload is given time for, beyond the JSON limit
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,8 @@ class ReplicateClient:
         return schema
 
     async def _fetch_schema(self, ref: ModelRef, slug: str, on_wait: OnWait | None) -> ModelSchema:
+        if ref.deployment:
+            return await self._deployment_schema(ref, slug, on_wait)
         path = f"/v1/models/{slug}" + (f"/versions/{ref.version}" if ref.version else "")
         data = await self.request("GET", path, on_wait=on_wait)
         version = data if ref.version else data.get("latest_version")
@@ -205,6 +209,31 @@ class ReplicateClient:
             return ModelSchema.parse(None)
         version_id = version.get("id")
         return ModelSchema.parse(version.get("openapi_schema"), version_id if isinstance(version_id, str) else None)
+
+    async def _deployment_schema(self, ref: ModelRef, slug: str, on_wait: OnWait | None) -> ModelSchema:
+        """The schema of the model version the deployment's current release runs, with the
+        release's hardware. Cached under the deployment's own name: a new release changes it,
+        and the cache's age limit catches that."""
+        data = await self.request("GET", f"/v1/deployments/{slug}", on_wait=on_wait)
+        release = data.get("current_release")
+        release = release if isinstance(release, dict) else {}
+        deployed = _released(release.get("model"), release.get("version"))
+        if deployed is None or deployed.slug is None:
+            raise InvalidRequestError(
+                f"Deployment {ref} has no current release with a model version to run; nothing was sent. "
+                "Next: release one on replicate.com/deployments.")
+        try:
+            schema = await self._fetch_schema(deployed, deployed.slug, on_wait)
+        except ResponseError as error:
+            if error.status != 404:
+                raise
+            raise SchemaUnavailableError(
+                f"Could not read the input schema of {ref}: it runs {deployed}, which Replicate does not show "
+                "(HTTP 404); nothing was sent. Next: check its release on replicate.com/deployments.",
+                status=404, title=error.title, detail=error.detail) from None
+        configuration = release.get("configuration")
+        hardware = configuration.get("hardware") if isinstance(configuration, dict) else None
+        return replace(schema, hardware=hardware if isinstance(hardware, str) and hardware else None)
 
     async def create_prediction(
         self, ref: ModelRef, inputs: dict[str, Any], *, on_wait: OnWait | None = None,
@@ -214,8 +243,11 @@ class ReplicateClient:
         If the caller is cancelled before the answer arrives, the request runs on in the
         background and whatever it made is cancelled as soon as the answer comes.
         """
-        if ref.version:
-            body: dict[str, Any] = {"version": str(ref) if ref.slug else ref.version}
+        if ref.deployment:  # no version: the deployment runs its current release
+            body: dict[str, Any] = {}
+            path = f"/v1/deployments/{ref.slug}/predictions"
+        elif ref.version:
+            body = {"version": str(ref) if ref.slug else ref.version}
             path = "/v1/predictions"
         else:
             body, path = {}, f"/v1/models/{ref.slug}/predictions"
@@ -244,6 +276,27 @@ class ReplicateClient:
         cancel = self._registry().cancel(prediction.id, lambda: self._send_cancel(prediction))
         return await asyncio.shield(cancel)
 
+    async def upload_file(
+        self, data: bytes, filename: str, content_type: str, *, on_wait: OnWait | None = None,
+    ) -> dict[str, Any]:
+        """``POST /v1/files``: the bytes as the multipart field ``content`` (with ``filename``
+        and ``type``); the created file as Replicate answers it (201; ``urls.get`` is what an
+        input takes). Only 429 is retried, as for any POST.
+        """
+        def form() -> aiohttp.FormData:
+            built = aiohttp.FormData()
+            # A BytesIO, not bytes: aiohttp streams it in chunks instead of warning about a large body.
+            built.add_field("content", io.BytesIO(data), filename=filename, content_type=content_type)
+            built.add_field("filename", filename)
+            built.add_field("type", content_type)
+            return built
+
+        # The JSON time limit, plus time for the body at a slow uplink's pace: 100 MB takes minutes.
+        total = self.timeouts.total + len(data) / _SLOW_UPLOAD_RATE
+        answer = await self._answered("POST", self.base_url + "/v1/files", None, form=form, total=total,
+                                      on_wait=on_wait)
+        return parse_json_object(answer.body, "POST /v1/files")
+
     # -- requests -------------------------------------------------------------------------
 
     async def request(
@@ -257,16 +310,19 @@ class ReplicateClient:
 
     async def _answered(
         self, method: str, url: str, json: Any, *, adopt: bool = False, on_wait: OnWait | None = None,
+        form: Callable[[], aiohttp.FormData] | None = None, total: float | None = None,
     ) -> _Answer:
         """A 2xx answer, after retries: 429 for any method, 5xx and timeouts for GET only.
 
-        ``on_wait`` hears of every wait for a rate limit as it starts.
+        ``on_wait`` hears of every wait for a rate limit as it starts. ``form`` makes a
+        multipart body in place of ``json``, a new one for each try.
         """
         idempotent = method == "GET"
         for attempt in range(_MAX_ATTEMPTS):
             last = attempt == _MAX_ATTEMPTS - 1
             try:
-                answer = await (self._adoptable(method, url, json) if adopt else self._exchange(method, url, json))
+                answer = await (self._adoptable(method, url, json) if adopt
+                                else self._exchange(method, url, json, form=form, total=total))
             except _Passing as failure:
                 if idempotent and not last and not failure.unreachable:
                     continue
@@ -294,6 +350,7 @@ class ReplicateClient:
     async def _exchange(
         self, method: str, url: str, json: Any, *, total: float | None = None, limit: int = MAX_JSON_BYTES,
         cut: bool = False, session: aiohttp.ClientSession | None = None,
+        form: Callable[[], aiohttp.FormData] | None = None,
     ) -> _Answer:
         """One HTTP request: status, the headers we use, and the body, all within limits.
 
@@ -307,7 +364,8 @@ class ReplicateClient:
         options = self._request_options(url, aiohttp.ClientTimeout(
             total=total, sock_connect=self.timeouts.connect, sock_read=self.timeouts.idle))
         try:
-            async with session.request(method, url, json=json, **options) as response:
+            body = None if form is None else form()
+            async with session.request(method, url, json=json, data=body, **options) as response:
                 with woken_on_close(response):
                     failed = response.status >= 300
                     raw = await read_body(response, MAX_ERROR_BODY_BYTES if failed else limit, cut=failed or cut)
@@ -524,6 +582,16 @@ def _passing(error: ResponseError) -> bool:
     """A failure that says nothing about the model: worth another try later (no status: a
     timeout, a dropped connection, an answer that is not JSON)."""
     return error.status is None or error.status == 429 or error.status >= 500
+
+
+def _released(model: Any, version: Any) -> ModelRef | None:
+    """``owner/name:version`` of a deployment's release, or None when it names no such thing."""
+    if not (isinstance(model, str) and isinstance(version, str) and model and version):
+        return None
+    try:
+        return parse_model(f"{model}:{version}")
+    except InvalidRequestError:
+        return None
 
 
 def _schema_unavailable(ref: ModelRef, error: ResponseError) -> SchemaUnavailableError:

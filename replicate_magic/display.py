@@ -14,10 +14,10 @@ import asyncio
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .render import StreamingMarkdown, markdown_html, plain_html
+from .render import ShownFile, StreamingMarkdown, files_html, markdown_html, plain_html
 from .terminal import TerminalSanitizer, clean
 from .textparts import TextParts
 
@@ -28,16 +28,21 @@ FRAME_RATE = 25.0
 SLOW_FRAME_FACTOR = 4.0  # a frame that costs t waits at least 4t: frames use at most ~20% of a core
 
 
-def bundle(text: str, fmt: str, aside: str = "", *, html: str | None = None) -> dict[str, str]:
-    """The reply as a mimebundle; ``aside`` (a status or a note) shows in italics under it.
+def bundle(text: str, fmt: str, aside: str = "", *, html: str | None = None,
+           files: Sequence[ShownFile] = ()) -> dict[str, str]:
+    """The reply as a mimebundle; ``aside`` (a status or a note) shows in italics under it,
+    ``files`` (a model's output files) above that, as a grid.
 
     ``html`` is the reply already rendered (a frame of a stream); by default it is rendered here.
+    The files are embedded whatever ``fmt`` says: text/plain cannot hold an image.
     """
-    plain = "\n\n".join(part for part in (text, f"[{aside}]" if aside else "") if part)
+    listed = "\n".join(f"[{clean(item.summary())}]" for item in files)
+    plain = "\n\n".join(part for part in (text, listed, f"[{aside}]" if aside else "") if part)
     data = {"text/plain": plain}
-    if fmt == "markdown":
-        body = (markdown_html(text) if html is None else html) if text else ""
-        data["text/html"] = body + (plain_html(aside) if aside else "")
+    if fmt == "markdown" or files:
+        body = (markdown_html(text) if html is None else html) if text and fmt == "markdown" else (
+            plain_html(text, css="rm-plain", style="span") if text else "")
+        data["text/html"] = body + (files_html(files) if files else "") + (plain_html(aside) if aside else "")
     return data
 
 
@@ -160,16 +165,19 @@ class LiveReply:
             return
         self._throttle.changed()
 
-    def finish(self, note: str = "") -> None:
-        """The last update: the whole text, with an optional note (interrupted, failed)."""
+    def finish(self, note: str = "", files: Sequence[ShownFile] = ()) -> None:
+        """The last update: the whole text and any output files, with an optional note
+        (interrupted, failed). Files replace the status that stood in for them."""
         with self._lock:
             self._closed = True
             self._throttle.cancel()
         if self.rich:
-            self._publish(bundle(self.text, self.fmt, note), final=True)
+            self._publish(bundle(self.text, self.fmt, note, files=files), final=True)
         else:
+            listed = "".join(f"[{clean(item.summary())}" + (f" · saved to {clean(str(item.path))}"
+                                                              if item.path else "") + "]\n" for item in files)
             ending = (f"\n\n[{note}]" if note else "") + ("\n" if note or self.text else "")
-            sys.stdout.write(self._terminal.flush() + ending)
+            sys.stdout.write(self._terminal.flush() + ending + listed)
             sys.stdout.flush()
 
     def _publish_frame(self) -> None:

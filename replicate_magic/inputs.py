@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .attachments import as_references, put_images
 from .errors import InvalidRequestError
 from .prompts import format_prompt, normalize, split_system
 
@@ -26,21 +27,28 @@ SYSTEM_KEYS = ("system_prompt", "system_instruction")
 GUESSED_KEYS = ("prompt", "system_prompt", "max_new_tokens", "temperature", "top_p", "top_k", "stop_sequences")
 _VERSION_ID = re.compile(r"^[0-9a-f]{64}$")
 _SLUG_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+DEPLOYMENT_PREFIX = "deployments/"  # -m deployments/owner/name runs a deployment
 
 
 @dataclass(frozen=True)
 class ModelRef:
-    """``owner/name`` (an official model), ``owner/name:version`` or a bare version id."""
+    """``owner/name`` (an official model), ``owner/name:version``, a bare version id, or
+    ``deployments/owner/name`` (``deployment``: ``owner/name`` names a deployment, which runs
+    whatever version its current release holds, so it has no version of its own)."""
 
     owner: str | None
     name: str | None
     version: str | None = None
+    deployment: bool = False
 
     @property
     def slug(self) -> str | None:
+        """``owner/name`` of the model, or of the deployment."""
         return f"{self.owner}/{self.name}" if self.owner and self.name else None
 
     def __str__(self) -> str:
+        if self.deployment:
+            return f"{DEPLOYMENT_PREFIX}{self.slug}"
         if self.slug and self.version:
             return f"{self.slug}:{self.version}"
         return self.slug or self.version or ""
@@ -49,6 +57,8 @@ class ModelRef:
 def parse_model(model: str) -> ModelRef:
     """Parse a model reference; raises InvalidRequestError naming the bad value."""
     text = model.strip()
+    if text.startswith(DEPLOYMENT_PREFIX):
+        return _parse_deployment(model, text.removeprefix(DEPLOYMENT_PREFIX))
     if _VERSION_ID.match(text):
         return ModelRef(None, None, text)
     slug, colon, version = text.partition(":")
@@ -56,8 +66,17 @@ def parse_model(model: str) -> ModelRef:
     if _SLUG_PART.match(owner) and _SLUG_PART.match(name) and (not colon or _SLUG_PART.match(version)):
         return ModelRef(owner, name, version or None)
     raise InvalidRequestError(
-        f"Model {model!r} is not 'owner/name', 'owner/name:version' or a 64-character version id"
+        f"Model {model!r} is not 'owner/name', 'owner/name:version', 'deployments/owner/name' "
+        "or a 64-character version id"
     )
+
+
+def _parse_deployment(model: str, rest: str) -> ModelRef:
+    owner, _, name = rest.partition("/")
+    # No ":version" (the slug part refuses it): a deployment runs its current release's version.
+    if _SLUG_PART.match(owner) and _SLUG_PART.match(name):
+        return ModelRef(owner, name, deployment=True)
+    raise InvalidRequestError(f"Deployment {model!r} is not 'deployments/owner/name'")
 
 
 @dataclass(frozen=True)
@@ -75,6 +94,8 @@ class Settings:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     """Model inputs from configuration (``default_inputs``): sent first, so any setting of the
     request itself (``-t 0.9`` over a configured temperature) wins."""
+    images: tuple[Any, ...] = ()
+    """``--image`` files (``attachments.Attachment`` once loaded), for the model's image input."""
 
 
 def stop_sequences(stop: Any) -> tuple[str, ...]:
@@ -98,10 +119,14 @@ def build_input(
     messages: list[Mapping[str, Any]],
     settings: Settings,
     properties: Mapping[str, Any] | None,
+    *,
+    model: str = "this model",
 ) -> tuple[dict[str, Any], list[str]]:
     """The ``input`` for a prediction, and the names of settings the model does not take.
 
     ``properties`` None means no schema exists (see the module's note): gpt4free's keys.
+    Files (``attachments.Attachment``) appear as their short references; ``model`` names the
+    model in the error for images it has no input for.
     """
     plain = normalize(messages)
     own_system, rest = split_system(plain)
@@ -109,7 +134,8 @@ def build_input(
         raise InvalidRequestError("messages must contain at least one non-empty user message")
     system = _join(settings.system_prompt, own_system)
     if properties is None:
-        return _fallback_input(plain, rest, system, settings), []
+        put_images({}, settings.images, None, model)  # raises for any image: no schema says where
+        return as_references(_fallback_input(plain, rest, system, settings), None)[0], []
 
     result: dict[str, Any] = dict(settings.defaults)
     ignored: list[str] = []
@@ -133,8 +159,10 @@ def build_input(
     _put(result, ignored, "top_k" if "top_k" in properties else None, top_k, "top_k")
     if settings.stop:
         _put_stop(result, ignored, settings.stop, properties)
+    put_images(result, settings.images, properties, model)
     result.update(settings.extra)
-    return result, ignored
+    result, not_declared = as_references(result, properties)
+    return result, ignored + not_declared
 
 
 def _fallback_input(

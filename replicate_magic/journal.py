@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .environment import DEFAULT_BASE_URL
+from .files import FileOutput
 from .inputs import ModelRef, Settings
 from .schemas import SCHEMA_TTL, ModelSchema, SchemaCache
 from .store import Exchange, LogStore, StoreError, default_path
@@ -34,6 +35,7 @@ class Replay:
     inputs: dict[str, Any]
     ignored: list[str]
     adjusted: list[str]
+    files: list[FileOutput] | None = None  # a file model's outputs, from the bytes the log kept
 
     @property
     def when(self) -> str:
@@ -80,7 +82,12 @@ class TurnLog:
         except StoreError as error:
             self.problems.append(f"the log could not be read: {error}")
             return None
-        return None if found is None else Replay(found, inputs, ignored, adjusted)
+        if found is None:
+            return None
+        files = self.kept_files(found) if found.files else None
+        if found.files and files is None:
+            return None  # its files are gone from the log's store: ask again rather than show less
+        return Replay(found, inputs, ignored, adjusted, files)
 
     def known_schema(self, ref: ModelRef) -> ModelSchema | None:
         """The schema in memory (however old), else the one in the log, put in memory with its age."""
@@ -96,7 +103,7 @@ class TurnLog:
         if saved is None:
             return None
         version, data, saved_at = saved
-        schema = ModelSchema(data.get("properties"), data.get("output", "other"), version)
+        schema = ModelSchema(data.get("properties"), data.get("output", "other"), version, data.get("hardware"))
         self.schemas.put(key, schema, age=_age(saved_at))
         return schema
 
@@ -105,9 +112,41 @@ class TurnLog:
             return
         try:
             self.store.save_schema(self.logged_model(str(ref)), schema.version or ref.version,
-                                   {"properties": schema.properties, "output": schema.output})
+                                   {"properties": schema.properties, "output": schema.output,
+                                    "hardware": schema.hardware})
         except StoreError as error:
             self.problems.append(f"not logged: {error}")
+
+    def keep_files(self, files: Sequence[FileOutput], one_file: bool = False) -> list[dict[str, Any]]:
+        """The files as logged (URL, name, type, size, sha256), their bytes kept for a replay
+        where they are in memory (a file over the embed limit is logged, not kept).
+        ``one_file``: the output was one file, not a list of them (as ``--out`` gives it)."""
+        logged = []
+        for item in files:
+            entry: dict[str, Any] = {"url": item.url, "name": item.name, "content_type": item.content_type,
+                                     "size": item.size, "sha256": item.sha256 or None}
+            if item.problem:
+                entry["problem"] = item.problem
+            elif item.in_memory:
+                try:
+                    self.store.keep_file(item.read(), item.sha256 or None)
+                    entry["kept"] = True
+                except StoreError as error:
+                    self.problems.append(f"file not kept for a replay: {error}")
+            logged.append(entry)
+        if one_file and logged:
+            logged[0]["one_file"] = True
+        return logged
+
+    def kept_files(self, exchange: Exchange) -> list[FileOutput] | None:
+        """The logged exchange's files rebuilt from the bytes kept; None when any is gone."""
+        rebuilt = []
+        for entry in exchange.files:
+            data = self.store.kept_file(str(entry.get("sha256") or "")) if entry.get("kept") else None
+            if data is None:
+                return None
+            rebuilt.append(FileOutput.of(str(entry.get("url", "")), str(entry.get("name", "output")), data))
+        return rebuilt
 
     def record(self, exchange: Exchange) -> None:
         try:

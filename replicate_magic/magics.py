@@ -56,6 +56,7 @@ class ReplicateMagics(Magics):
     log_path = setting_trait("log_path").tag(config=True)
     cache = setting_trait("cache").tag(config=True)
     prices = setting_trait("prices").tag(config=True)
+    embed_limit = setting_trait("embed_limit").tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -132,12 +133,13 @@ class ReplicateMagics(Magics):
 
         request = build_request(prompt, options, Configured.of(self), cell_id=self._turn_key(),
                                 notebook=self._notebook())
+        request = self._with_files(request)
         fmt = options.format or self.output_format
         reply = LiveReply(fmt, rich=self._rich())
         reply.start(status=f"asking {request.model}…")
         result, metrics = self._run_turn(request, reply)
         if options.out:
-            self._shell().user_ns[options.out] = result.text
+            self._shell().user_ns[options.out] = result.value
         self._show_result_line(result, metrics, expansion, reply)
 
     def _run_turn(self, request: TurnRequest, reply: LiveReply) -> tuple[TurnResult, Metrics | None]:
@@ -155,7 +157,11 @@ class ReplicateMagics(Magics):
                 result = await session.ask(request, on_token=reply.append, on_log=reply.status)
             answered.append(result)
             # The whole reply shows now; the metrics request is already under way.
-            reply.finish("" if result.text else "empty reply: the model sent no text")
+            if result.files is not None:
+                reply.text = ""  # the URLs a stream may have shown: the files themselves stand there now
+                reply.finish("" if result.files else "the model made no files", files=result.files)
+            else:
+                reply.finish("" if result.text else "empty reply: the model sent no text")
             return await session.reported_metrics(result) if self.show_metrics else None
 
         stopped = "stopped by the error below; this turn is not in the history"
@@ -198,6 +204,15 @@ class ReplicateMagics(Magics):
             notes.append(f"not expanded, since the value holds the API token: {', '.join(expansion.withheld)}")
         if notes:
             show_line(" · ".join(notes), reply.fmt, rich=reply.rich)
+
+    def _with_files(self, request: TurnRequest) -> TurnRequest:
+        """The request with its -i @ files and --image read now (variables as they are now);
+        a missing file or variable fails the cell here, before anything is sent."""
+        from dataclasses import replace
+
+        from .uploads import load_files
+
+        return replace(request, settings=load_files(request.settings, self._shell().user_ns))
 
     def log_store(self) -> LogStore | None:
         """The local log as configured (``log``, ``log_path``), or None when it is off."""

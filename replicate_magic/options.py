@@ -25,7 +25,9 @@ from typing import Any, NoReturn, TypeVar
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, magic_arguments
 
+from .attachments import FileSource, parse_source
 from .conversation import CHAT_NAME, CHAT_NAME_RULE
+from .inputs import DEPLOYMENT_PREFIX, parse_model
 from .settings import SETTINGS, Setting
 
 __all__ = ["CellOptions", "flag_parser", "options_from", "parse_cell_options", "replicate_arguments"]
@@ -86,6 +88,16 @@ _IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "_", "__
 _IPYTHON_NUMBERED = re.compile(r"_i?\d+")  # _3 and _i3: the output and input of cell 3
 
 
+def _model_name(value: str) -> str:
+    allowed = "a model name such as owner/name, owner/name:version or deployments/owner/name"
+    value = _matching(_MODEL_NAME, allowed)(value)
+    # Aliases are many, but none starts with "deployments/": such a name is checked at once
+    # (InvalidRequestError is a ValueError, so the UsageError names the flag).
+    if value.startswith(DEPLOYMENT_PREFIX):
+        parse_model(value)
+    return value
+
+
 def _variable_name(value: str) -> str:
     if not value.isidentifier() or keyword.iskeyword(value):
         raise ValueError(f"invalid value {value!r} (allowed: a Python variable name)")
@@ -136,8 +148,15 @@ def _input_pairs(pairs: list[str]) -> Mapping[str, Any]:
             raise ValueError(f"invalid pair {pair!r} (allowed: {allowed})")
         if key in _BUILT_INPUTS:  # sent in their place, they would part what is sent from the history
             raise ValueError(f"{key} is built from {_BUILT_INPUTS[key]}; set it there, not with -i")
-        inputs[key] = _json_or_text(value)  # a repeated key: the last one wins
+        # A file is read when the request is made (a variable's value is the one it has then).
+        # JSON never starts with "@", so '"@x"' (a quoted JSON string) still sends the text @x.
+        inputs[key] = parse_source(value[1:]) if value.startswith("@") else _json_or_text(value)
     return MappingProxyType(inputs)
+
+
+def _image_sources(values: list[str]) -> tuple[FileSource, ...]:
+    """``--image photo.png`` (or ``@photo.png``) is a file, ``--image @{name}`` a variable."""
+    return tuple(parse_source(v[1:]) if v.startswith("@") else parse_source(v) for v in values)
 
 
 # -- the options ------------------------------------------------------------------------------
@@ -149,7 +168,7 @@ class CellOptions:
 
     model: str | None = _option(
         "-m", "--model", metavar="MODEL", help=SETTINGS["model"].help,
-        rule=_matching(_MODEL_NAME, "a model name such as owner/name or owner/name:version"),
+        rule=_model_name,
     )
     temperature: float | None = _option("-t", "--temperature", setting=SETTINGS["temperature"])
     top_p: float | None = _option("--top-p", setting=SETTINGS["top_p"])
@@ -164,7 +183,15 @@ class CellOptions:
         "-i", "--input", action="append", metavar="KEY=VALUE", rule=_input_pairs,
         default_factory=lambda: MappingProxyType({}), hash=False,  # a mappingproxy is unhashable
         help="extra model input, repeatable; VALUE is read as JSON when it parses "
-        "(seed=3, flag=true), else as text",
+        "(seed=3, flag=true), else as text. VALUE @PATH sends that local file, @{name} the "
+        "notebook variable name (bytes, a path, or a PIL image, sent as PNG): as a data URI "
+        "under 1 MB, else uploaded to Replicate's Files API (up to 100 MB); '\"@text\"' is the text @text",
+    )
+    images: tuple[FileSource, ...] = _option(
+        "--image", action="append", metavar="PATH", rule=_image_sources, default=(),
+        help="attach an image (a file, or @{name} for a variable) to the prompt, in the input this "
+        "model's schema declares for images (image, image_input, ...); repeat for a model that takes "
+        "several; a model with no image input is an error and nothing is sent",
     )
     chat: str = _option(
         "-c", "--chat", metavar="NAME", default="default",
@@ -194,7 +221,12 @@ class CellOptions:
     )
     out: str | None = _option(
         "-o", "--out", metavar="NAME", rule=_variable_name,
-        help="also store the reply text in this variable",
+        help="also store the reply in this variable: its text, or for a model that makes files, "
+        "the file (or a list of them) with .url, .content_type, .read() and .save(path)",
+    )
+    save: str | None = _option(
+        "--save", metavar="DIR",
+        help="also write each output file to this directory, as <prediction id>-<name>",
     )
     format: str | None = _option(
         "-f", "--format", choices=FORMATS, metavar="markdown|text",

@@ -22,6 +22,7 @@ from ipywidgets import (
     BoundedIntText,
     Button,
     Combobox,
+    FileUpload,
     FloatSlider,
     HBox,
     HTMLMath,
@@ -36,7 +37,7 @@ from .chat import ChatSession
 from .conversation import Turn
 from .magics import loaded_magics
 from .panel_model import FAILED, STOPPED, Draft, PanelModel
-from .render import StreamingMarkdown, inline_html, markdown_html
+from .render import StreamingMarkdown, files_html, inline_html, markdown_html
 from .settings import SETTINGS
 
 __all__ = ["ChatPanel"]
@@ -91,6 +92,7 @@ class ChatPanel(VBox):  # ipywidgets ships no type hints: VBox is Any to mypy
         # JupyterLab's class for rendered Markdown: its styles for code, tables, quotes.
         # HTMLMath: the frontend's MathJax typesets our math spans (plain HTML never does).
         self._history = HTMLMath(layout=_full()).add_class("jp-RenderedHTMLCommon")
+        self._made = HTML(layout=_full()).add_class("jp-RenderedHTMLCommon")  # images, players
         self._live = HTMLMath(layout=_full()).add_class("jp-RenderedHTMLCommon")
         self._prompt = Textarea(placeholder="Message", rows=3, layout=_full())
         self._send_button = Button(description="Send", button_style="primary", tooltip="Ask the model",
@@ -98,14 +100,19 @@ class ChatPanel(VBox):  # ipywidgets ships no type hints: VBox is Any to mypy
         self._stop_button = Button(description="Stop", tooltip="Stop the reply and cancel its prediction",
                                    disabled=True, layout=_button())
         self._clear_button = Button(description="Clear", tooltip="Forget this conversation", layout=_button())
+        # Images for the next message, sent to the model's image input (a vision model's).
+        self._attach = FileUpload(accept="image/*", multiple=True, description="Attach",
+                                  tooltip="Attach images to the next message", layout=_button())
+        self._attached = HTML(layout=Layout(margin="0 0 0 8px"))
         self._status = HTML(layout=Layout(flex="1 1 auto", min_width="0", margin="0 0 0 8px"))
         conversation = VBox(
-            [self._history, self._live],
+            [self._history, self._made, self._live],
             layout=Layout(border="1px solid var(--jp-border-color2, #ccc)", padding="4px 8px", margin="4px 0"),
         )
         # Stable hooks for styling and for browser tests.
         self.add_class("replicate-chat-panel")
         conversation.add_class("replicate-chat-conversation")
+        self._made.add_class("replicate-chat-files")
         self._status.add_class("replicate-chat-status")
         self.children = [
             self._title,
@@ -114,7 +121,8 @@ class ChatPanel(VBox):  # ipywidgets ships no type hints: VBox is Any to mypy
             self._system,
             conversation,
             self._prompt,
-            HBox([self._send_button, self._stop_button, self._clear_button, self._status],
+            HBox([self._send_button, self._stop_button, self._clear_button, self._attach, self._attached,
+                  self._status],
                  layout=Layout(width="100%", align_items="center")),
         ]
 
@@ -129,12 +137,15 @@ class ChatPanel(VBox):  # ipywidgets ships no type hints: VBox is Any to mypy
         self._send_button.on_click(self._on_send_clicked)
         self._stop_button.on_click(self._on_stop_clicked)
         self._clear_button.on_click(self._on_clear_clicked)
+        self._attach.observe(self._on_files_chosen, names="value")
+        model.observe(self._on_attachments_changed, names="attachments")
         model.observe(self._on_chat_changed, names="chat")
         model.observe(self._on_turns_changed, names="turns")
+        model.observe(self._on_made_changed, names="made")
         model.observe(self._on_draft_changed, names="draft")
         model.observe(self._on_status_changed, names=["status", "error"])
         model.observe(self._on_busy_changed, names="busy")
-        for handler in (self._on_chat_changed, self._on_turns_changed, self._on_draft_changed,
+        for handler in (self._on_chat_changed, self._on_turns_changed, self._on_made_changed, self._on_draft_changed,
                         self._on_status_changed, self._on_busy_changed):
             handler(None)
 
@@ -155,7 +166,27 @@ class ChatPanel(VBox):  # ipywidgets ships no type hints: VBox is Any to mypy
         self._title.value = f"{_CSS}<b>Replicate chat</b> · conversation <code>{chat}</code>"
 
     def _on_turns_changed(self, change: Any) -> None:
-        self._history.value = render_turns(self.model.turns, self.model.chat)
+        # With files made and no turns, "the conversation is empty" above them would mislead.
+        self._history.value = render_turns(self.model.turns, self.model.chat) if self.model.turns or \
+            not self.model.made else ""
+
+    def _on_files_chosen(self, change: Any) -> None:
+        from .attachments import Attachment
+
+        chosen = tuple(Attachment.of(bytes(f["content"]), str(f["name"]), str(f.get("type") or "") or None)
+                       for f in self._attach.value)
+        if chosen:
+            self.model.attachments = (*self.model.attachments, *chosen)
+
+    def _on_attachments_changed(self, change: Any) -> None:
+        names = [a.name for a in self.model.attachments]
+        self._attached.value = inline_html(f"attached: {', '.join(names)}") if names else ""
+        if not names and self._attach.value:
+            self._attach.value = ()  # sent: the next message starts with none
+
+    def _on_made_changed(self, change: Any) -> None:
+        self._made.value = render_made(self.model.made)
+        self._on_turns_changed(None)
 
     def _on_draft_changed(self, change: Any) -> None:
         self._live.value = render_draft(self.model.draft, self._draft_markdown)
@@ -225,6 +256,12 @@ def render_draft(draft: Draft | None, stream: StreamingMarkdown | None = None) -
     reply = stream.render(body) if stream is not None else markdown_html(body)
     return (_message("You", markdown_html(draft.prompt), user=True)
             + _message(draft.model, reply, note=_NOTES.get(draft.note, "")))
+
+
+def render_made(made: tuple[Draft, ...]) -> str:
+    """Each exchange with a model that makes files: the prompt, then its files as a grid."""
+    return "".join(_message("You", markdown_html(d.prompt), user=True) + _message(d.model, files_html(d.files))
+                   for d in made)
 
 
 @lru_cache(maxsize=1024)  # a finished turn never changes; only the live exchange re-renders

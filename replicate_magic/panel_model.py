@@ -27,6 +27,7 @@ from .cancels import StopReport
 from .chat import ChatSession, TurnResult
 from .display import FrameThrottle, result_notes
 from .errors import ReplicateMagicError
+from .files import FileOutput
 from .loop import shared_loop
 from .options import CellOptions
 from .request import Configured, TurnRequest, build_request
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 STOPPED = "stopped"
 FAILED = "failed"
+MAX_MADE = 20  # exchanges with file models the panel keeps showing (their bytes are in memory)
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Draft:
     reply: str
     model: str
     note: str = ""  # "" while streaming, else STOPPED or FAILED
+    files: tuple[FileOutput, ...] = ()  # what a model that makes files made (in ``PanelModel.made``)
 
 
 
@@ -76,6 +79,10 @@ class PanelModel(HasTraits):
     error = Bool(False, help="status is an error message.")
     draft = Instance(Draft, allow_none=True, help="The exchange not in the history, if any.")
     turns = Tuple(help="The conversation's recorded turns, as last read from the store.")
+    attachments = Tuple(help="Images (attachments.Attachment) sent with the next message, to the model's "
+                        "image input (as --image); cleared when it is sent.")
+    made = Tuple(help="Exchanges with models that make files (images, audio), newest last: shown, "
+                 "not part of the conversation.")
 
     def __init__(self, session: ChatSession | None = None, **kwargs: Any) -> None:
         self.session = session if session is not None else ChatSession()
@@ -112,6 +119,7 @@ class PanelModel(HasTraits):
                 return None
             self.refresh()  # turns the magic recorded since count as history for this one
             request = self._request(prompt)
+            self.attachments = ()  # sent with this message only, as the prompt box's text
             self.busy = True
             self._finished = concurrent.futures.Future()
             self.draft = Draft(prompt, "", request.model)
@@ -203,6 +211,9 @@ class PanelModel(HasTraits):
                            error=True)
             outcome = error
         else:
+            if result.files is not None:  # not a chat turn: it joins the files made, not the history
+                made = Draft(request.prompt, "", result.model, files=tuple(result.files))
+                self.made = (*self.made, made)[-MAX_MADE:]
             self._end_turn("", result.text, _result_line(result))
             result.metrics = await self.session.reported_metrics(result)  # after the reply shows
             self._say(_result_line(result))
@@ -245,7 +256,10 @@ class PanelModel(HasTraits):
         configured = Configured(model=self.model_name, max_history=self.max_history,
                                 default_inputs=self.default_inputs, timeout=self.timeout,
                                 connect_timeout=self.connect_timeout)
-        return build_request(prompt, asked, configured)
+        request = build_request(prompt, asked, configured)
+        if not self.attachments:
+            return request
+        return replace(request, settings=replace(request.settings, images=tuple(self.attachments)))
 
     def _reset_conversation(self) -> None:
         problems = self.session.reset(self.chat)

@@ -4,7 +4,10 @@ Replicate has no pricing API, so the prices live in ``prices.json`` beside this 
 entry with the page it was read from and the date. Official language models are priced per
 million input and output tokens (the ``input_token_count`` and ``output_token_count``
 metrics); other models per second of their hardware (``predict_time``). A model without a
-price, or a prediction without the metrics its price needs, gets no estimate: never a guess.
+price, or a prediction without the metrics its price needs, gets no estimate: never a guess. A
+deployment is priced by its prediction's time on its hardware, shown as a floor: it runs on
+instances of its own, and dedicated instances bill all their time online, setup and idle
+included (replicate.com/docs/billing), which no metric of a prediction tells.
 
 The functions take the table as an argument; ``load_table`` reads the packaged one the first
 time it is needed (importing this module reads nothing). A user's ``overrides`` have the
@@ -39,6 +42,7 @@ class Cost:
 
     amount: float
     basis: str
+    floor: bool = False  # at least this much: a deployment's setup and idle time may bill too
 
 
 @lru_cache(maxsize=1)
@@ -57,28 +61,33 @@ def estimate(
     metrics: Mapping[str, Any] | None,
     table: Table | None = None,
     overrides: Mapping[str, Entry] | None = None,
+    hardware: str | None = None,
 ) -> Cost | None:
-    """The cost of one prediction of ``model`` with these metrics, or None when unknown."""
+    """The cost of one prediction of ``model`` with these metrics, or None when unknown.
+
+    ``hardware`` is the SKU a deployment runs on: without an entry of its own, the deployment
+    is priced by its prediction's time on that hardware, as a floor (``Cost.floor``).
+    """
     if not isinstance(metrics, Mapping):
         return None
     table = load_table() if table is None else table
     found = _entry_for(model, table, overrides)
     if found is None:
-        return None
+        return _deployment_cost(hardware, _hardware(table), metrics)
     entry, overridden = found
-    hardware = _hardware(table)
-    if entry_problem(entry, hardware) is not None:
+    rows = _hardware(table)
+    if entry_problem(entry, rows) is not None:
         return None
     if all(key in entry for key in _PER_TOKEN):
         return _token_cost(entry, metrics, _cited(entry, overridden))
-    return _time_cost(entry, hardware, metrics, overridden)
+    return _time_cost(entry, rows, metrics, overridden)
 
 
 def format_cost(cost: Cost | None) -> str:
-    """The cost for the line under a reply: "≈ $0.0012"; empty when there is none."""
+    """The cost for the line under a reply: "≈ $0.0012" ("≥ $0.0012" for a floor); empty when there is none."""
     if cost is None:
         return ""
-    return f"≈ ${_amount(cost.amount)}"
+    return f"{'≥' if cost.floor else '≈'} ${_amount(cost.amount)}"
 
 
 def entry_problem(entry: Any, hardware: Mapping[str, Any] | None = None) -> str | None:
@@ -160,6 +169,14 @@ def _time_cost(entry: Entry, hardware: Mapping[str, Any], metrics: Mapping[str, 
         rate, what, cited = float(row["per_second"]), f" of {row.get('name') or entry['hardware']}", _cited(row, False)
     basis = f"{_seconds(seconds)} s{what} at ${_price(rate)}/s ({cited})"
     return Cost(seconds * rate, basis)
+
+
+def _deployment_cost(sku: Any, hardware: Mapping[str, Any], metrics: Mapping[str, Any]) -> Cost | None:
+    # Only the prediction's own time is known here, not its instances' setup and idle time.
+    if not isinstance(sku, str) or sku not in hardware:
+        return None
+    cost = _time_cost({"hardware": sku}, hardware, metrics, False)
+    return None if cost is None else Cost(cost.amount, f"{cost.basis}; setup and idle time not counted", floor=True)
 
 
 def _number(value: Any) -> float | None:

@@ -61,7 +61,8 @@ class AsyncTextStream:
 
 
 class Replicate:
-    """Text generation with models hosted on Replicate, streamed token by token."""
+    """Text generation with models hosted on Replicate, streamed token by token; for a
+    model that makes files (images, audio), the files' URLs, one chunk per output."""
 
     url = "https://replicate.com"
     login_url = LOGIN_URL
@@ -149,3 +150,9 @@ class Replicate:
         async with aclosing(stream.tokens()) as tokens:
             async for text in tokens:
                 yield text
+        # A model that makes files yields its files' URLs, one per output, once it has ended
+        # (it does not stream them): never glued into one string.
+        urls = await stream.output_files() if stream.makes_files else None
+        if urls is not None:
+            for url in urls:
+                yield url

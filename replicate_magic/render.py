@@ -16,6 +16,10 @@ constructs, plus these changes of ours:
 - ``$...$`` and ``$$...$$`` math kept for the frontend's MathJax; everything else is
   marked ``mathjax_ignore``, so a dollar in prose or a ``\\begin`` in text is not typeset.
 
+Output files (images, audio, video a model made) are shown by ``files_html``: the bytes go
+in as base64 ``data:`` URIs of the type sniffed from them (``outputs.py``), never a URL to
+fetch, and every name, size or reason around them is escaped text.
+
 ``markdown_html`` renders a whole text, ``plain_html`` a line that is not Markdown (a
 status, a log line, a metrics line) and ``inline_html`` such text inside an element of the
 caller's, and ``StreamingMarkdown`` a reply that grows, re-rendering only the blocks that can
@@ -24,17 +28,22 @@ still change.
 
 from __future__ import annotations
 
+import base64
 import html
 import re
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .outputs import AUDIO_TYPES, IMAGE_TYPES, VIDEO_TYPES, FileFacts
 
 if TYPE_CHECKING:
     from markdown_it import MarkdownIt
     from markdown_it.token import Token
 
-__all__ = ["SAFE_SCHEMES", "StreamingMarkdown", "inline_html", "markdown_html", "plain_html"]
+__all__ = ["FILES_CSS", "SAFE_SCHEMES", "ShownFile", "StreamingMarkdown", "files_html", "inline_html",
+           "markdown_html", "plain_html"]
 
 SAFE_SCHEMES = ("http:", "https:", "mailto:")
 _LANGUAGE = re.compile(r"[\w+#.-]+")  # a fence's language, when it names one (a CSS class)
@@ -83,6 +92,66 @@ def table_html(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 def inline_html(text: str) -> str:
     """Text that is not Markdown, escaped for use inside an element of ours."""
     return html.escape(_normalise(text)).replace("\n", "<br>")
+
+
+class ShownFile(Protocol):
+    """What ``files_html`` needs of an output file (``files.FileOutput`` is one)."""
+
+    url: str
+    name: str
+    path: Path | None
+    problem: str | None
+
+    @property
+    def facts(self) -> FileFacts: ...
+
+    @property
+    def in_memory(self) -> bool: ...
+
+    def read(self) -> bytes: ...
+
+    def summary(self) -> str: ...
+
+
+FILES_CSS = (".rm-files { display: flex; flex-wrap: wrap; gap: 8px; align-items: flex-start; }\n"
+             ".rm-file { margin: 0; max-width: 100%; }\n"
+             ".rm-file img, .rm-file video { max-width: min(100%, 512px); height: auto; display: block; }\n"
+             ".rm-file figcaption { font-size: 85%; opacity: 0.8; }")
+
+
+def files_html(files: Sequence[ShownFile], embed: bool = True) -> str:
+    """Output files in order, as a grid: images, players, or a line each (name, size, type,
+    and where it is: a link to an https URL, the path it was saved to). ``embed`` False
+    shows lines only (a file that is too big, a frontend that is told not to)."""
+    items = "".join(_file_html(item, embed) for item in files)
+    return f'<div class="rm-files mathjax_ignore"><style>{FILES_CSS}</style>{items}</div>'
+
+
+def _file_html(item: ShownFile, embed: bool) -> str:
+    found = item.facts
+    caption = inline_html(item.summary())
+    if item.path is not None:
+        caption += inline_html(f" · saved to {item.path}")
+    if embed and item.problem is None and found.embeddable and item.in_memory:
+        source = f"data:{found.content_type};base64,{base64.b64encode(item.read()).decode('ascii')}"
+        alt = html.escape(item.name)
+        if found.content_type in IMAGE_TYPES:
+            body = f'<img src="{source}" alt="{alt}">'
+        elif found.content_type in AUDIO_TYPES:
+            body = f'<audio controls src="{source}"></audio>'
+        elif found.content_type in VIDEO_TYPES:
+            body = f'<video controls src="{source}"></video>'
+        else:
+            body = ""
+        return f'<figure class="rm-file">{body}<figcaption>{caption}</figcaption></figure>'
+    if found.content_type in IMAGE_TYPES and found.pixels and item.problem is None and not found.embeddable:
+        width, height = found.pixels
+        caption += inline_html(f" · {width} x {height} pixels: too large to show")
+    link = ""
+    if _is_safe_link(item.url) and item.url.lower().startswith("https:"):
+        link = (f' <a href="{html.escape(item.url)}" target="_blank" rel="noopener noreferrer nofollow">'
+                "open</a>")
+    return f'<figure class="rm-file"><figcaption>{caption}{link}</figcaption></figure>'
 
 
 class StreamingMarkdown:

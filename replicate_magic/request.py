@@ -37,6 +37,8 @@ class TurnRequest:
     # never asks Replicate, "refresh" asks even when the log holds one; "off" never looks.
     replay: Replay = "off"
     notebook: str | None = None  # the notebook's path, when the frontend tells it
+    embed_limit: int = int(SETTINGS["embed_limit"].default * 1_000_000)  # bytes of an output file kept in memory
+    save_dir: str | None = None  # also write each output file there
 
 
 Replay = Literal["off", "on", "only", "refresh"]
@@ -56,6 +58,7 @@ class Configured:
     timeout: float = _default("timeout")
     connect_timeout: float = _default("connect_timeout")
     cache: bool | str = _default("cache")
+    embed_limit: float = _default("embed_limit")
 
     @classmethod
     def of(cls, source: Any) -> Configured:
@@ -74,7 +77,7 @@ def build_request(prompt: str, options: CellOptions, configured: Configured,
         model=resolve_model(options.model or configured.model),
         settings=Settings(
             max_tokens=options.max_tokens, temperature=options.temperature, top_p=options.top_p,
-            top_k=options.top_k, stop=options.stop, extra=options.inputs,
+            top_k=options.top_k, stop=options.stop, extra=options.inputs, images=options.images,
             defaults=configured.default_inputs,
         ),
         system=options.system,
@@ -85,6 +88,8 @@ def build_request(prompt: str, options: CellOptions, configured: Configured,
         timeouts=Timeouts(connect=configured.connect_timeout, idle=options.timeout or configured.timeout),
         replay=_replay(options, configured),
         notebook=notebook,
+        embed_limit=int(configured.embed_limit * 1_000_000),
+        save_dir=options.save,
     )
 
 

@@ -28,6 +28,7 @@ class ModelSchema:
     properties: Mapping[str, Any] | None  # components.schemas.Input.properties; None when not declared
     output: OutputKind = "other"
     version: str | None = None  # the version id the schema belongs to, when Replicate named it
+    hardware: str | None = None  # a deployment's hardware SKU (its release's configuration): prices it
 
     @classmethod
     def parse(cls, openapi_schema: Any, version: str | None = None) -> ModelSchema:

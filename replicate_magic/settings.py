@@ -81,7 +81,8 @@ def _number(value: float) -> str:
 
 
 _DECLARED = [
-    Setting("model", str, DEFAULT_MODEL, "model to run: owner/name or owner/name:version"),
+    Setting("model", str, DEFAULT_MODEL, "model to run: owner/name, owner/name:version or "
+            "deployments/owner/name (a deployment of yours)"),
     Setting("temperature", float, None, "sampling temperature; 0 is the most predictable",
             low=0, slider_high=2),
     Setting("top_p", float, None, "nucleus sampling: keep the tokens within this probability mass",
@@ -105,6 +106,8 @@ _DECLARED = [
             "user data directory"),
     Setting("cache", object, False, "replay a reply from the local log when it holds the same model and "
             "input; 'only': never ask Replicate, fail what is not in the log", choices=(False, True, "only")),
+    Setting("embed_limit", float, 20.0, "output files up to this many MB are embedded in the notebook "
+            "(shown, and kept when it is saved); larger ones are saved to disk and linked", low=0),
     Setting("prices", dict, MappingProxyType({}), "price overrides over the bundled table, e.g. "
             "{'owner/name': {'input_per_million': 0.5, 'output_per_million': 1.5}}"),
 ]

@@ -54,7 +54,8 @@ def utc_now() -> str:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Exchange:
-    """One exchange with a model, as logged. ``input`` is exactly what was sent."""
+    """One exchange with a model, as logged. ``input`` is exactly what was sent, except that a
+    local file is its short reference (``attachments``), not its data URI or upload URL."""
 
     time: str | float = dataclasses.field(default_factory=utc_now)  # UTC ISO 8601 (or epoch seconds in)
     chat: str = "default"
@@ -223,6 +224,40 @@ class LogStore:
                        (scrub(model), scrub(version), text, utc_now()))
 
     # -- reading -------------------------------------------------------------------------------
+
+    # -- output files, by content hash -----------------------------------------------------------
+
+    @property
+    def files_dir(self) -> Path:
+        """Where output files are kept, by their sha256, next to the log (``log.db.files``)."""
+        return self.path.with_name(self.path.name + ".files")
+
+    def keep_file(self, data: bytes, digest: str | None = None) -> str:
+        """Keep an output file's bytes (once per content, 0600) for a later replay; its sha256
+        (``digest``, when the caller has it already)."""
+        digest = digest or hashlib.sha256(data).hexdigest()
+        target = self.files_dir / digest
+        try:
+            if not target.exists():
+                self.files_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                partial = target.with_name(f".{digest}.{os.getpid()}.part")
+                fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    out.write(data)
+                os.replace(partial, target)  # whole or not at all: a replay never reads half a file
+        except OSError as error:
+            raise StoreError(_os_problem(error, self.files_dir)) from None
+        return digest
+
+    def kept_file(self, digest: str) -> bytes | None:
+        """The bytes kept under ``digest``, or None when they are gone (or do not match it)."""
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            return None
+        try:
+            data = (self.files_dir / digest).read_bytes()
+        except OSError:
+            return None
+        return data if hashlib.sha256(data).hexdigest() == digest else None
 
     def find_replay(self, model: str, input: Mapping[str, Any]) -> Exchange | None:
         """The latest original, succeeded exchange of ``model`` with this input (key order aside).

@@ -19,18 +19,22 @@ from contextlib import aclosing
 from typing import Any
 
 from .answers import server_text
+from .attachments import attachments_in
 from .cancels import CancelOutcome
 from .client import OnWait, RateLimitWait, ReplicateClient, StreamLost
 from .environment import DEFAULT_BASE_URL
 from .errors import ModelError, ReplicateMagicError, ResponseError, StreamError
 from .inputs import ModelRef, Settings, build_input, fit_to_schema, guess_note, parse_model
+from .outputs import file_urls, progress_of
 from .prediction import Prediction
-from .schemas import ModelSchema
+from .schemas import ModelSchema, SchemaUnavailableError
 from .sse import ServerSentEvent
 from .textparts import TextParts
+from .uploads import sendable
 
 log = logging.getLogger(__name__)
 _POLL_INTERVAL = 0.5  # Replicate's clients poll at this rate
+_FIRST_POLL = 0.1
 
 
 class PredictionStream:
@@ -86,9 +90,11 @@ class PredictionStream:
         inputs = await self.prepare()
         try:
             ref = parse_model(self.model)
+            # Files become data URIs or uploads only now: self.inputs (the log, replay) keeps references.
+            sent = await sendable(self.client, inputs, attachments_in(self.settings.extra, self.settings.images))
             # Stopped while this is under way, the client cancels what it makes (in the background).
             try:
-                self.prediction = await self.client.create_prediction(ref, inputs, on_wait=self._on_wait)
+                self.prediction = await self.client.create_prediction(ref, sent, on_wait=self._on_wait)
             except ResponseError as error:
                 raise self._unknown_model(ref, error) from None
             try:
@@ -115,12 +121,21 @@ class PredictionStream:
         if self.on_log is not None:
             self.on_log(str(wait))
 
-    def _unknown_model(self, ref: object, error: ResponseError) -> ResponseError:
-        """A 404 for the model itself says which model; Replicate's own body is generic."""
-        if error.status != 404:
+    def _tell(self, line: str) -> None:
+        if self.on_log is not None:
+            self.on_log(line)
+
+    def _unknown_model(self, ref: ModelRef, error: ResponseError) -> ResponseError:
+        """A 404 for the model (or deployment) itself says which; Replicate's own body is generic."""
+        if error.status != 404 or isinstance(error, SchemaUnavailableError):  # that one already says
             return error
         where = "" if self.client.base_url == DEFAULT_BASE_URL else (
             f" at {self.client.base_url} (REPLICATE_BASE_URL; is that the API you meant?)")
+        if ref.deployment:  # a deployment belongs to one account: the account matters as much as the name
+            return ResponseError(
+                f"Replicate has no deployment {ref.slug}{where}: HTTP 404. Next: check its name and "
+                "account on replicate.com/deployments (-m deployments/owner/name).",
+                status=404, title=error.title, detail=error.detail)
         return ResponseError(
             f"Replicate has no model {ref}{where}: HTTP 404. Next: check the model name "
             "(owner/name or owner/name:version; %replicate models lists some).",
@@ -160,8 +175,39 @@ class PredictionStream:
         if self.prediction is not None:
             self.client.ended(self.prediction)
 
+    @property
+    def makes_files(self) -> bool:
+        """The model's schema says its output is files (images, audio...)."""
+        return self.schema is not None and self.schema.output == "files"
+
+    async def output_files(self) -> list[str] | None:
+        """Once ``tokens()`` ended: the output files' URLs, one per output; None for text.
+
+        The schema says so (the prediction was polled to its end), or, for a model whose
+        schema declares no text output (a bare version id), a streamed "text" that is
+        nothing but https or ``data:`` URLs, which the finished prediction then confirms.
+        """
+        if self.prediction is None:
+            return None
+        kind = "other" if self.schema is None else self.schema.output
+        if kind == "files":
+            return file_urls(self.prediction.output, kind)
+        streamed = self.text.strip()
+        if kind == "text" or not streamed or any(c.isspace() for c in streamed) \
+                or not streamed.lower().startswith(("https://", "data:")):
+            return None
+        try:
+            return file_urls((await self.final_prediction()).output, kind)
+        except ResponseError:
+            return None  # it stays the text it streamed
+
     async def _text(self) -> AsyncGenerator[str, None]:
         assert self.prediction is not None
+        if self.makes_files:
+            # Its output is whole files, known when it ends; the status tells how far it is.
+            self.prediction = await poll_until_done(self.client, self.prediction, self._tell, on_wait=self._on_wait)
+            self._seen_to_end()
+            return
         if self.prediction.urls.stream:
             try:
                 async with aclosing(self.client.events(self.prediction)) as events:
@@ -176,7 +222,8 @@ class PredictionStream:
             except StreamLost as lost:
                 log.info("prediction %s: %s; polling instead", self.prediction_id, lost)
         # No stream (a model that does not stream), or one that could not be resumed.
-        async with aclosing(poll_text(self.client, self.prediction, self.text, on_wait=self._on_wait)) as tokens:
+        async with aclosing(poll_text(self.client, self.prediction, self.text, on_wait=self._on_wait,
+                                      on_status=self._tell)) as tokens:
             async for token in tokens:
                 yield token
         self._seen_to_end()
@@ -209,7 +256,10 @@ def input_for(
     so) only where no schema declares any. The same messages, settings and schema always
     give the same input: the local log finds replays by it."""
     properties = None if schema is None else schema.properties
-    inputs, ignored = build_input(list(messages), settings, properties)
+    if schema is not None and schema.output == "files":
+        # A model that makes files is not a chat: it gets the prompt (and a system prompt), no history.
+        messages = [m for m in messages[:-1] if m.get("role") == "system"] + list(messages[-1:])
+    inputs, ignored = build_input(list(messages), settings, properties, model=str(ref))
     if properties is not None:
         inputs, adjusted = fit_to_schema(inputs, properties)
     else:
@@ -218,13 +268,59 @@ def input_for(
     return inputs, ignored, adjusted
 
 
-async def poll_text(
-    client: ReplicateClient, prediction: Prediction, already: str = "", *, on_wait: OnWait | None = None,
-) -> AsyncGenerator[str, None]:
-    """Text beyond ``already`` by polling ``urls.get``, until the prediction ends."""
-    seen, changed_at = already, time.monotonic()
+def status_line(prediction: Prediction, elapsed: float) -> str:
+    """What a prediction that does not stream is doing: "booting the model · 12 s",
+    "processing · 23/50 steps (46%) · 4 s"."""
+    if prediction.status == "starting":
+        return f"starting (the model may be booting) · {elapsed:.0f} s"
+    parts = [prediction.status or "waiting"]
+    steps = progress_of(prediction.logs)
+    if steps is not None:
+        done, total = steps
+        parts.append(f"{done}/{total} steps ({100 * done // total}%)")
+    parts.append(f"{elapsed:.0f} s")
+    return " · ".join(parts)
+
+
+async def poll_until_done(
+    client: ReplicateClient, prediction: Prediction, on_status: Callable[[str], None], *,
+    on_wait: OnWait | None = None,
+) -> Prediction:
+    """Poll ``urls.get`` until the prediction ends, telling its status; the finished prediction.
+
+    Raises the model's failure; a prediction whose logs and status stay the same for the
+    idle limit has stalled (it is cancelled by the caller, as any stopped prediction).
+    """
+    started = changed_at = time.monotonic()
+    last: tuple[str | None, str | None] = (None, None)
+    pause = _FIRST_POLL  # a fast model is done in a second: look soon, then settle at Replicate's pace
     while True:
         current = await client.get_prediction(prediction, on_wait=on_wait)
+        now = time.monotonic()
+        if (current.status, current.logs) != last:
+            last, changed_at = (current.status, current.logs), now
+        if current.terminal:
+            client.ended(current)
+            current.raise_for_status(client.redact_text)
+            return current
+        on_status(status_line(current, now - started))
+        if now - changed_at > client.timeouts.idle:
+            raise StreamError(f"No progress for {client.timeouts.idle:g} s: the model stalled.",
+                              prediction_id=prediction.id)
+        await asyncio.sleep(pause)
+        pause = min(_POLL_INTERVAL, pause * 1.5)
+
+
+async def poll_text(
+    client: ReplicateClient, prediction: Prediction, already: str = "", *, on_wait: OnWait | None = None,
+    on_status: Callable[[str], None] | None = None,
+) -> AsyncGenerator[str, None]:
+    """Text beyond ``already`` by polling ``urls.get``, until the prediction ends."""
+    seen, changed_at, started = already, time.monotonic(), time.monotonic()
+    while True:
+        current = await client.get_prediction(prediction, on_wait=on_wait)
+        if on_status is not None and not seen and not current.terminal:
+            on_status(status_line(current, time.monotonic() - started))
         text = current.text()
         if not text.startswith(seen):
             raise StreamError(

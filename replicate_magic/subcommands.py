@@ -171,7 +171,8 @@ class Subcommands:
         _one_name(args, "models", most=0)
         aliases = {model: [a for a, m in MODEL_ALIASES.items() if m == model] for model in KNOWN_MODELS}
         rows = [f"{model}" + (f"  (also: {', '.join(names)})" if names else "") for model, names in aliases.items()]
-        rows.append("Any other owner/name or owner/name:version on Replicate works too.")
+        rows.append("Any other owner/name or owner/name:version on Replicate works too; "
+                    "deployments/owner/name runs one of your deployments.")
         return _Text("\n".join(rows))
 
     def _cmd_panel(self, args: list[str]) -> Any:

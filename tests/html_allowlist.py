@@ -12,7 +12,7 @@ from html.parser import HTMLParser
 
 from pygments.token import STANDARD_TYPES
 
-from replicate_magic.render import _code_css
+from replicate_magic.render import FILES_CSS, _code_css
 
 _BLOCK = ("p", "div", "blockquote", "ul", "li", "table", "thead", "tbody", "tr", "hr", "br",
           "h1", "h2", "h3", "h4", "h5", "h6", "em", "strong", "s", "sub", "span", "pre", "code")
@@ -21,15 +21,23 @@ ATTRIBUTES.update({
     "div": {"class"}, "p": {"class"}, "span": {"class"}, "pre": {"class"}, "code": {"class"},
     "ol": {"start"}, "th": {"style"}, "td": {"style"}, "a": {"href", "target", "rel", "class"},
     "style": set(),
+    # Output files: only our own data: URIs of a sniffed, showable type (render.files_html).
+    "figure": {"class"}, "figcaption": set(), "img": {"src", "alt"}, "audio": {"controls", "src"},
+    "video": {"controls", "src"},
 })
+_SAFE_SRC = {
+    "img": re.compile(r"data:image/(?:png|jpeg|gif|webp);base64,[A-Za-z0-9+/]*={0,2}"),
+    "audio": re.compile(r"data:audio/(?:wav|mpeg|ogg|flac);base64,[A-Za-z0-9+/]*={0,2}"),
+    "video": re.compile(r"data:video/(?:mp4|webm);base64,[A-Za-z0-9+/]*={0,2}"),
+}
 _CLASS = re.compile(
     r"rm-md|rm-plain|rm-code|rm-msg|rm-user|rm-status|rm-error|rm-note|rm-metrics|rm-role|rm-image-link|mathjax_ignore|mathjax_process"
-    r"|math|inline|display|language-[\w+#.-]+"
+    r"|rm-files|rm-file|math|inline|display|language-[\w+#.-]+"
 )
 _PYGMENTS_CLASSES = set(STANDARD_TYPES.values()) - {""}
 _SAFE_HREF = re.compile(r"(?:https?:|mailto:)", re.IGNORECASE)
 _STYLE = re.compile(r"text-align:(?:left|right|center)")
-_ALLOWED_CSS = {_code_css()}
+_ALLOWED_CSS = {_code_css(), FILES_CSS}
 
 
 class _Checker(HTMLParser):
@@ -55,6 +63,10 @@ class _Checker(HTMLParser):
                 self.violations.append(f"class {value!r}")
             elif name == "style" and not _STYLE.fullmatch(value):
                 self.violations.append(f"style {value!r}")
+            elif name == "src" and not _SAFE_SRC[tag].fullmatch(value):
+                self.violations.append(f"source {value[:80]!r} on <{tag}>")
+            elif name == "controls" and value:
+                self.violations.append(f"controls={value!r}")
             elif name == "target" and value != "_blank":
                 self.violations.append(f"target {value!r}")
 

@@ -114,3 +114,16 @@ def test_cache_replays_a_logged_reply_from_the_shell_too(env_emu, capsys):
 def test_the_emulator_writes_nothing_to_the_log(sent, own_log, capsys):
     assert cli.main(["--emulator", "Hi"]) == 0
     assert not own_log.exists()
+
+
+def test_a_model_that_makes_files_lists_them_and_saves_them(tmp_path):
+    done = run("--emulator", "-m", "black-forest-labs/flux-schnell", "-i", "num_outputs=2",
+               "--save", str(tmp_path), "a red fox")
+    assert done.returncode == 0, done.stderr
+    saved = sorted(tmp_path.iterdir())
+    assert [p.name.split("-", 1)[1] for p in saved] == ["out-0.webp", "out-1.webp"]
+    assert all(p.read_bytes()[8:12] == b"WEBP" for p in saved)
+    lines = done.stdout.strip().splitlines()
+    assert lines == [f"out-{i}.webp · {p.stat().st_size / 1000:.1f} kB · image/webp · saved to {p}"
+                     for i, p in enumerate(saved)]
+    assert "2 files" in done.stderr

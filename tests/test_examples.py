@@ -70,3 +70,24 @@ def test_demo_command_streams_the_notebook(tmp_path):
     assert "turn 2. You said: “Now make it about mountains.”" in result.stdout
     notebook = json.loads(saved.read_text())
     assert any("text/html" in o.get("data", {}) for c in notebook["cells"] for o in c.get("outputs", []))
+
+
+def test_media_notebook_keeps_its_files_in_the_saved_notebook(env_emu, tmp_path):
+    import base64
+    import re
+    from urllib.parse import urlsplit
+
+    notebook = run_notebook(EXAMPLES / "media.ipynb", tmp_path)
+    saved = nbformat.reads(nbformat.writes(notebook), as_version=4)
+    flux = next(c for c in saved.cells if c.cell_type == "code" and "num_outputs=2" in c.source)
+    first = next(p for p in env_emu.predictions.values() if p.model == "black-forest-labs/flux-schnell")
+    served = [env_emu.files.get(urlsplit(u).path).data for u in first.output]
+    env_emu.forget_files()
+    shown = flux.outputs[0]["data"]["text/html"]
+    assert [base64.b64decode(d) for d in re.findall(r'<img src="data:image/webp;base64,([^"]+)"', shown)] == served
+    music = next(c for c in saved.cells if c.cell_type == "code" and "musicgen" in c.source)
+    assert '<audio controls src="data:audio/wav;base64,' in music.outputs[0]["data"]["text/html"]
+    vision = next(c for c in saved.cells if c.cell_type == "code" and "llava" in c.source)
+    assert __import__("hashlib").sha256(served[0]).hexdigest() in vision.outputs[0]["data"]["text/plain"]
+    replayed = [c for c in saved.cells if c.cell_type == "code" and "--cache" in c.source][-1]
+    assert "replayed from the log" in replayed.outputs[-1]["data"]["text/plain"]

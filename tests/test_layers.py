@@ -18,9 +18,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "replicate_magic"
 # No I/O, no IPython, no aiohttp: text in, values out.
 PURE = {"sse", "prompts", "inputs", "errors", "conversation", "options", "prompt_template", "catalog",
         "render", "terminal", "textparts", "environment", "answers", "settings", "request", "prediction",
-        "schemas", "pricing"}
+        "schemas", "pricing", "outputs", "attachments"}
 # The network and the private loop; no IPython.
-IO = {"sessions", "client", "streaming", "provider", "chat", "loop", "cancels", "bodies", "journal", "store"}
+IO = {"sessions", "client", "streaming", "provider", "chat", "loop", "cancels", "bodies", "journal", "store", "files",
+      "uploads"}
 # IPython and widgets on top.
 GLUE = {"magics", "subcommands", "display", "panel_model", "panel", "__main__", "demo", "__init__", "traits", "warm_up"}
 LAYERS = [PURE, IO, GLUE]

@@ -457,3 +457,51 @@ def test_the_controls_take_their_bounds_from_the_declarations(make_panel):
 def test_a_misspelt_setting_is_an_error_not_ignored(make_panel):
     with pytest.raises(TypeError, match=r"unknown panel setting max_token; the settings are: .*max_tokens"):
         ChatPanel(max_token=5)
+
+
+def test_a_model_that_makes_files_shows_them_in_the_panel_not_in_the_history(make_panel, env_emu):
+    import base64
+    from urllib.parse import urlsplit
+
+    panel = make_panel(model_name="black-forest-labs/flux-schnell")
+    type_and_send(panel, "a red fox")
+    wait(panel)
+    (prediction,) = env_emu.predictions.values()
+    (url,) = prediction.output
+    served = env_emu.files.get(urlsplit(url).path).data
+    shown = panel._made.value
+    assert f'<img src="data:image/webp;base64,{base64.b64encode(served).decode()}"' in shown
+    assert "a red fox" in visible(shown) and "out-0.webp" in visible(shown)
+    assert violations(shown) == []
+    assert "1 file" in panel.model.status and not panel.model.error
+    assert replicate_magic.history() == []  # not a chat turn
+    assert panel._live.value == ""
+
+
+def test_attached_images_go_to_the_vision_models_image_input_once(make_panel, env_emu):
+    import hashlib
+
+    image = _tiny_png()
+    panel = make_panel(model_name="yorickvp/llava-13b")
+    panel._attach.value = ({"name": "photo.png", "type": "image/png", "size": len(image),
+                            "content": memoryview(image), "last_modified": __import__("datetime").datetime.now()},)
+    assert "attached: photo.png" in visible(panel._attached.value)
+    type_and_send(panel, "What is in this picture?")
+    wait(panel)
+    assert hashlib.sha256(image).hexdigest() in reply_of(env_emu)  # the model got these exact bytes
+    assert panel.model.attachments == () and panel._attached.value == "" and panel._attach.value == ()
+    type_and_send(panel, "And now?")
+    wait(panel)
+    assert "image" not in last_input(env_emu)  # sent with one message only
+
+
+def _tiny_png() -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    raw = b"\x00\xff\x00\x00"  # one red pixel: filter byte, then RGB
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))

@@ -54,7 +54,12 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
     if request.method == "HEAD":
         return response
     body = stored.data if cut is None else stored.data[:cut]
+    store = state.outputs
+    store.in_flight += 1  # only this loop changes it: no lock needed
+    store.peak_in_flight = max(store.peak_in_flight, store.in_flight)
     try:
+        if stored.delay > 0:
+            await asyncio.sleep(stored.delay)  # a slow host: headers sent, the body held back
         for start in range(0, len(body), _CHUNK):
             await response.write(body[start:start + _CHUNK])
         if cut is None:
@@ -66,6 +71,8 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
             request.transport.close()  # fewer bytes than Content-Length said: a broken download
     except ConnectionResetError:
         pass
+    finally:
+        store.in_flight -= 1
     return response
 
 

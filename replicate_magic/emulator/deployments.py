@@ -1,9 +1,12 @@
 """Deployments: ``GET /v1/deployments``, ``GET /v1/deployments/{owner}/{name}`` and
 ``POST /v1/deployments/{owner}/{name}/predictions``, each deployment routing to an emulated model.
 
-Which deployments exist is the emulator's ``deployments`` setting ({"acme/my-app": "owner/model"}).
-The deployment object is the shape of Replicate's OpenAPI document (deployments.get); an unknown
-deployment gets the API's generic 404 (its exact body for deployments is not recorded).
+Which deployments exist is the emulator's ``deployments`` setting ({"acme/my-app": "owner/model"};
+None for one with no current release). The deployment object is the shape of Replicate's OpenAPI
+document (deployments.get). No answer of the real service about deployments is recorded: an
+unknown deployment gets the API's generic 404, and a prediction for a deployment without a
+release (replicate-python types ``current_release`` as optional; the API may never send null)
+gets the 422 recorded for a version that does not exist.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from .models import MODELS, EmulatedModel
-from .problems import not_found
+from .problems import invalid_version, not_found
 from .state import STATE_KEY, EmulatorState
 
 __all__ = ["add_deployment_routes", "deployment_json"]
@@ -22,8 +25,10 @@ __all__ = ["add_deployment_routes", "deployment_json"]
 Create = Callable[[web.Request, EmulatedModel, str], Awaitable[web.Response]]
 
 
-def deployment_json(name: str, model: EmulatedModel) -> dict[str, Any]:
+def deployment_json(name: str, model: EmulatedModel | None) -> dict[str, Any]:
     owner, _, short = name.partition("/")
+    if model is None:
+        return {"owner": owner, "name": short, "current_release": None}
     return {
         "owner": owner,
         "name": short,
@@ -39,26 +44,30 @@ def deployment_json(name: str, model: EmulatedModel) -> dict[str, Any]:
     }
 
 
-def _deployment(request: web.Request) -> tuple[str, EmulatedModel | None]:
+def _deployment(request: web.Request) -> tuple[str, bool, EmulatedModel | None]:
+    """The deployment's name, whether it exists, and the model its current release runs."""
     state: EmulatorState = request.app[STATE_KEY]
     name = f"{request.match_info['owner']}/{request.match_info['name']}"
     target = state.deployments.get(name)
-    return name, MODELS.get(target) if target else None
+    return name, name in state.deployments, MODELS.get(target) if target else None
 
 
 def add_deployment_routes(router: web.UrlDispatcher, create: Create) -> None:
     async def list_deployments(request: web.Request) -> web.Response:
         state: EmulatorState = request.app[STATE_KEY]
-        results = [deployment_json(name, MODELS[target]) for name, target in reversed(state.deployments.items())]
+        results = [deployment_json(name, MODELS[target] if target else None)
+                   for name, target in reversed(state.deployments.items())]
         return web.json_response({"next": None, "previous": None, "results": results})
 
     async def get_deployment(request: web.Request) -> web.Response:
-        name, model = _deployment(request)
-        return web.json_response(deployment_json(name, model)) if model else not_found()
+        name, exists, model = _deployment(request)
+        return web.json_response(deployment_json(name, model)) if exists else not_found()
 
     async def create_for_deployment(request: web.Request) -> web.Response:
-        name, model = _deployment(request)
-        return await create(request, model, name) if model else not_found()
+        name, exists, model = _deployment(request)
+        if not exists:
+            return not_found()
+        return await create(request, model, name) if model else invalid_version()
 
     router.add_get("/v1/deployments", list_deployments)
     router.add_get("/v1/deployments/{owner}/{name}", get_deployment)

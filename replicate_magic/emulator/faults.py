@@ -66,6 +66,9 @@ class Faults:
     """The next prediction's files hold these bytes instead (a zip bomb, something unshowable)."""
     file_content_type: str | None = None
     """...served with this Content-Type (default: the model's own type for its format)."""
+    file_delay: float | None = None
+    """Seconds the file host waits before sending each of the next prediction's files' bodies
+    (every download, after the headers): a slow file host, so concurrent downloads show."""
     image_bytes: int | None = None
     """The next prediction's PNG or WebP images are seeded noise of about this many bytes each
     (e.g. 4_000_000 for benchmarks); JPEG ones stay small."""

@@ -33,7 +33,8 @@ class StoredFile:
     """One file. `key` is its Files API id or its path on the file host.
 
     `drop_after` / `stall_after` (bytes) make downloads end or stall part-way: the first
-    download only, or every one with `every_download`. `downloads` counts the GETs served.
+    download only, or every one with `every_download`; `delay` (seconds) holds back the body
+    of every download. `downloads` counts the GETs served.
     """
 
     key: str
@@ -46,6 +47,7 @@ class StoredFile:
     drop_after: int | None = None
     stall_after: int | None = None
     every_download: bool = False
+    delay: float = 0.0
     downloads: int = 0
     sha256: str = field(init=False)
     md5: str = field(init=False)
@@ -74,6 +76,8 @@ class FileStore:
         self._files: OrderedDict[str, StoredFile] = OrderedDict()
         self._lock = threading.Lock()  # tests look from their own thread
         self._bytes = 0
+        self.in_flight = 0  # downloads being served now (the file host counts them)
+        self.peak_in_flight = 0  # the most at once; a benchmark sets it back to 0
 
     def add(self, stored: StoredFile) -> None:
         with self._lock:

@@ -92,7 +92,7 @@ def publish(state: EmulatorState, name: str, content_type: str, data: bytes,
         content_type=faults.file_content_type or content_type,
         lifetime=faults.file_lifetime if faults.file_lifetime is not None else state.file_lifetime,
         drop_after=faults.file_drop_after, stall_after=faults.file_stall_after,
-        every_download=faults.drop_every_connection,
+        every_download=faults.drop_every_connection, delay=faults.file_delay or 0.0,
     ))
     return state.file_base + path
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Mapping
 from types import TracebackType
 
 from aiohttp import web
@@ -50,9 +51,10 @@ class Emulator:
 
     Output files stay `file_lifetime` seconds (an hour on Replicate), Files API uploads
     `upload_lifetime` (a day); images are the real size times `image_scale`. `deployments` maps
-    ``"owner/name"`` deployments to emulated models. The servers answer only requests whose
-    ``Host`` names the address they listen on (``127.0.0.1:PORT``, ``localhost:PORT``...;
-    others get 403), so a web page using DNS rebinding cannot read what a notebook sends.
+    ``"owner/name"`` deployments to emulated models (None: a deployment with no current release).
+    The servers answer only requests whose ``Host`` names the address they listen on
+    (``127.0.0.1:PORT``, ``localhost:PORT``...; others get 403), so a web page using DNS
+    rebinding cannot read what a notebook sends.
     Memory stays bounded: `requests` keeps the `max_requests` newest requests, with at most
     `max_recorded_body` bytes of each body; `predictions` keeps the `max_predictions` newest
     (fewer if their create bodies pass 100 MiB in total); bodies over 10 MiB are refused with
@@ -76,7 +78,7 @@ class Emulator:
         file_lifetime: float = 3600.0,
         upload_lifetime: float = 24 * 3600.0,
         image_scale: float = 0.25,
-        deployments: dict[str, str] | None = None,
+        deployments: Mapping[str, str | None] | None = None,
     ) -> None:
         if line_ending not in LINE_ENDINGS:
             raise ValueError(f"line_ending must be one of {LINE_ENDINGS!r}")
@@ -89,8 +91,7 @@ class Emulator:
         if file_lifetime < 0 or upload_lifetime < 0 or not 0 < image_scale <= 4:
             raise ValueError("lifetimes must be 0 or more and image_scale in (0, 4]")
         for name, model in (deployments or {}).items():
-            if name.count("/") != 1 or model not in MODELS:
-                raise ValueError(f"deployment {name!r} -> {model!r}: need 'owner/name' -> an emulated model")
+            _check_deployment(name, model)
         self._state = EmulatorState(
             token=token, tokens_per_second=tokens_per_second, cold_start=cold_start,
             line_ending=line_ending, split_writes=split_writes, bind_host=host,
@@ -141,9 +142,10 @@ class Emulator:
         """How many file-host requests carried an Authorization header (a client should send none)."""
         return self._state.file_authorizations
 
-    def add_file(self, name: str, data: bytes, content_type: str) -> str:
-        """Serve `data` on the file host (for `file_lifetime`); its URL."""
-        return publish(self._state, name, content_type, data)
+    def add_file(self, name: str, data: bytes, content_type: str, delay: float | None = None) -> str:
+        """Serve `data` on the file host (for `file_lifetime`); its URL. `delay`: as
+        ``Faults.file_delay``, seconds each download waits before the body."""
+        return publish(self._state, name, content_type, data, Faults(file_delay=delay))
 
     def forget_files(self) -> None:
         """The file host forgets every output file now: their URLs answer 404."""
@@ -157,6 +159,11 @@ class Emulator:
     def predictions(self) -> PredictionStore:
         """The newest predictions by id, in creation order."""
         return self._state.predictions
+
+    def deploy(self, name: str, model: str | None) -> None:
+        """Make ``model`` the current release of deployment ``name`` (created if new; None: no release)."""
+        _check_deployment(name, model)
+        self._state.deployments[name] = model
 
     def inject(self, faults: Faults) -> None:
         """Add faults: counters for the next requests, the rest for the next prediction."""
@@ -269,3 +276,8 @@ class Emulator:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()
+
+
+def _check_deployment(name: str, model: str | None) -> None:
+    if name.count("/") != 1 or (model is not None and model not in MODELS):
+        raise ValueError(f"deployment {name!r} -> {model!r}: need 'owner/name' -> an emulated model")

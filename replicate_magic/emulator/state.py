@@ -93,7 +93,7 @@ class EmulatorState:
     file_lifetime: float = 3600.0  # seconds an output file stays on the file host
     upload_lifetime: float = 24 * 3600.0  # seconds a Files API upload lives
     image_scale: float = 0.25  # output images are the real size times this (small by default)
-    deployments: dict[str, str] = field(default_factory=dict)  # "owner/name" -> model "owner/name"
+    deployments: dict[str, str | None] = field(default_factory=dict)  # "owner/name" -> model, None: no release
     uploads: FileStore = field(default_factory=FileStore)
     outputs: FileStore = field(default_factory=FileStore)
     file_authorizations: int = 0  # file-host requests that carried an Authorization header
