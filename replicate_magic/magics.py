@@ -93,9 +93,14 @@ class ReplicateMagics(Magics):
         kernel, so the next cell continues it. Replies are rendered as Markdown by our own
         renderer, with raw HTML shown as text and images shown as links.
 
+        A model that makes files (images, audio, video) shows its progress, then the files
+        themselves, embedded in the output; ``-o`` gets them as file objects and ``--save DIR``
+        writes them. ``-i KEY=@PATH`` (or ``@{name}``) sends a local file, ``--image PATH`` an
+        image to a vision model. ``--cache`` replays from the local log.
+
         As a line magic: ``%replicate history [NAME] [-n TURNS]``, ``reset [NAME]``, ``chats``,
         ``export FILE [NAME] [--force]``, ``load FILE [NAME] [--replace]``, ``models``,
-        ``panel [NAME]``.
+        ``panel [NAME]``, ``log``, ``restore [NAME]``.
         """
         try:
             return self._subcommand(line) if cell is None else self._cell(line, cell)

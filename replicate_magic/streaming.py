@@ -277,7 +277,8 @@ def status_line(prediction: Prediction, elapsed: float) -> str:
     steps = progress_of(prediction.logs)
     if steps is not None:
         done, total = steps
-        parts.append(f"{done}/{total} steps ({100 * done // total}%)")
+        filled = 10 * done // total
+        parts.append(f"{'█' * filled}{'░' * (10 - filled)} {done}/{total} steps ({100 * done // total}%)")
     parts.append(f"{elapsed:.0f} s")
     return " · ".join(parts)
 

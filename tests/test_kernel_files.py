@@ -13,6 +13,7 @@ import time
 from urllib.parse import urlsplit
 
 import nbformat
+import pytest
 
 from replicate_magic.emulator import Faults
 
@@ -35,13 +36,14 @@ def _final_html(cell) -> str:
     return html(shown[0] if len(shown) == 1 else [m for m in shown if m.type == "update_display_data"][-1])
 
 
-def test_images_are_embedded_as_served_and_survive_the_file_host(kernel, emu):  # noqa: F811 - the fixture
-    cell = kernel.ok(f"%%replicate -m {FLUX} -i num_outputs=2\na red fox")
+@pytest.mark.parametrize("fmt", ["png", "webp"])
+def test_images_are_embedded_as_served_and_survive_the_file_host(kernel, emu, fmt):  # noqa: F811 - the fixture
+    cell = kernel.ok(f"%%replicate -m {FLUX} -i num_outputs=2 -i output_format={fmt}\na red fox")
     prediction = next(iter(emu.predictions.values()))
     served = [emu.files.get(urlsplit(url).path).data for url in prediction.output]
     shown = _final_html(cell)
     embedded = [(kind, base64.b64decode(data)) for kind, data in _DATA_URI.findall(shown)]
-    assert embedded == [("image/webp", served[0]), ("image/webp", served[1])]
+    assert embedded == [(f"image/{fmt}", served[0]), (f"image/{fmt}", served[1])]
     assert emu.file_host_authorizations == 0
 
     emu.forget_files()  # an hour later: the URLs answer 404
@@ -60,7 +62,7 @@ def test_a_model_that_does_not_stream_shows_progress_and_an_interrupt_cancels_it
             "/50 steps (" in html(m) for m in cell.of_type("display_data", "update_display_data")):
         kernel._drain(0.05)
     statuses = [html(m) for m in cell.of_type("display_data", "update_display_data")]
-    assert any(re.search(r"processing · \d+/50 steps \(\d+%\) · \d+ s", s) for s in statuses), statuses
+    assert any(re.search(r"processing · [█░]{10} \d+/50 steps \(\d+%\) · \d+ s", s) for s in statuses), statuses
     kernel.interrupt()
     kernel.wait(cell)
     assert emu.wait_for_cancel() == next(iter(emu.predictions))
