@@ -15,6 +15,11 @@ not share the measured client's GIL. It prints ``{"base_url": ..., "stream_base"
 - ``{"op": "requests"}``: ``[method, path, user agent]`` of every request either server
   received since the last ``forget``.
 - ``{"op": "cpu"}``: this process's user+system CPU seconds.
+- ``{"op": "create_limit", "rate": R, "burst": B}``: the emulator's create rate limit from now
+  on (R creates a minute, B at once; ``"rate": null``: none). It starts at the emulator's 600.
+- ``{"op": "creates"}``: ``times`` (``time.monotonic()`` of every create that passed the
+  limit), ``throttled`` (how many got 429) and ``peak_in_flight`` (the most predictions
+  running at once) since the last call, then forgets them.
 - ``{"op": "bulk", "on": true}``: bulk mode for the throughput benchmark (below).
 - ``{"op": "quit"}``.
 
@@ -47,6 +52,7 @@ from replicate_magic.emulator import api as api_module
 from replicate_magic.emulator import stream as stream_module
 from replicate_magic.emulator.faults import FaultBook
 from replicate_magic.emulator.prediction import StreamEvent
+from replicate_magic.emulator.throttle import TokenBucket
 from replicate_magic.emulator.wire import encode_event
 
 TOKEN = "bench-token"
@@ -168,6 +174,19 @@ def main() -> None:
         SENT.clear()
         return {"sent": taken}
 
+    def create_limit(rate: float | None, burst: int | None) -> dict:
+        emu._state.create_bucket = TokenBucket(rate, burst or max(1, int(rate))) if rate else None
+        return {"ok": True}
+
+    def creates() -> dict:
+        state = emu._state  # instrumentation: the peak is set back, which the Emulator never does
+        taken = {"times": list(state.create_times), "throttled": len(state.throttled),
+                 "peak_in_flight": state.peak_in_flight}
+        state.create_times.clear()
+        state.throttled.clear()
+        state.peak_in_flight = state.in_flight
+        return taken
+
     print(json.dumps({"base_url": emu.base_url, "stream_base": emu.stream_base, "pid": os.getpid()}), flush=True)
     for line in sys.stdin:
         request = json.loads(line)
@@ -191,6 +210,10 @@ def main() -> None:
             reply = on_loop(sent)
         elif op == "forget":
             reply = on_loop(forget)
+        elif op == "create_limit":
+            reply = on_loop(lambda r=request: create_limit(r.get("rate"), r.get("burst")))
+        elif op == "creates":
+            reply = on_loop(creates)
         elif op == "requests":
             reply = on_loop(requests)
         elif op == "bulk":

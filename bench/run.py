@@ -1284,6 +1284,303 @@ def _bench_files(s: Section, media: MediaEmulator, runs: int, kernel: Any, tmp: 
            f"{runs_text(in_kernel['slow'])}; fast {runs_text(in_kernel['fast'])}.")
 
 
+# -- 13. many prompts, many models ---------------------------------------------------------------------
+
+MANY_ITEMS, MANY_CONCURRENCY, MANY_TOKENS, MANY_RATE = 1000, 64, 50, 100.0  # each item 0.5 s of tokens
+NO_LIMIT = 1_000_000  # create_rate (a minute) so high that the limiter never holds a create back
+PACED_ITEMS, PACED_RATE, PACED_BURST = 120, 1200, 20  # the limiter's own check: 20 creates a second
+SIDE_MODELS = ("meta/meta-llama-3-8b-instruct", MODEL, "mistralai/mixtral-8x7b-instruct-v0.1")
+SIDE_TOKENS, SIDE_RATE = 3000, 1000.0  # each model's reply: 3 s of fast tokens
+STREAMS, SLOW_RATE = 1000, 10.0  # 1,000 streams at once; the slower pace: 50 tokens in 5 s
+
+
+def rss_mib() -> float:
+    """This process's resident memory after a collection."""
+    gc.collect()
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmRSS"))
+    return int(line.split()[1]) / 1024
+
+
+def most_in_window(times: list[float], seconds: float) -> int:
+    """The most creates in any window of ``seconds``."""
+    stamps, best, lo = sorted(times), 0, 0
+    for hi, t in enumerate(stamps):
+        while t - stamps[lo] >= seconds:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+def beyond_rate(times: list[float], per_minute: float) -> float:
+    """The most creates in any window beyond what ``per_minute`` allows in its length: the
+    maximum over i <= j of (j - i + 1) - rate * (t_j - t_i). A token bucket keeps it <= its burst."""
+    rate, best, low = per_minute / 60, 0.0, float("inf")
+    for j, t in enumerate(sorted(times)):
+        low = min(low, j - rate * t)  # the best window start so far, i = j included
+        best = max(best, j + 1 - rate * t - low)
+    return best
+
+
+async def _raw_items(base_url: str, n: int, concurrency: int, tokens: int) -> None:
+    """The wire work of ``n`` items and nothing else: create, read the stream's bytes, count its events."""
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    slots, mark = asyncio.Semaphore(concurrency), b"event: output"
+    async with aiohttp.ClientSession() as session:
+        async def one(i: int) -> None:
+            async with slots:
+                async with session.post(f"{base_url}/v1/models/{MODEL}/predictions", headers=headers,
+                                        json={"input": {"prompt": f"item {i}"}, "stream": True}) as r:
+                    prediction = await r.json()
+                events, tail = 0, b""
+                async with session.get(prediction["urls"]["stream"],
+                                       headers={**headers, "Accept": "text/event-stream"}) as r:
+                    async for chunk in r.content.iter_any():
+                        seen = tail + chunk
+                        events += seen.count(mark)
+                        tail = seen[-(len(mark) - 1):]
+                assert events == tokens, events
+
+        await asyncio.gather(*(one(i) for i in range(n)))
+
+
+def bench_many(s: Section, emu: EmulatorProcess, runs: int, kernel: Any, tmp: Path, **_: Any) -> None:
+    saved = {k: os.environ.get(k) for k in ("REPLICATE_API_TOKEN", "REPLICATE_BASE_URL")}
+    os.environ.update(REPLICATE_API_TOKEN=TOKEN, REPLICATE_BASE_URL=emu.base_url)  # for map()'s own lookups
+    emu.ask("create_limit", rate=None)  # the emulator never says 429 here: only the client paces
+    try:
+        _bench_many(s, emu, runs, kernel, tmp)
+    finally:
+        emu.ask("create_limit", rate=600)  # the emulator's default
+        emu.tokens(None)
+        emu.ask("forget")
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _bench_many(s: Section, emu: EmulatorProcess, runs: int, kernel: Any, tmp: Path) -> None:
+    from dataclasses import replace
+    from unittest import mock
+
+    import replicate_magic
+    from replicate_magic import api, sessions
+    from replicate_magic.batch import BatchRun
+    from replicate_magic.limiter import create_limiter
+    from replicate_magic.loop import shared_loop
+    from replicate_magic.magics import ReplicateMagics
+    from replicate_magic.options import options_of
+    from replicate_magic.request import Configured, build_request
+
+    # map() in a plain script follows a magic of defaults; this one raises create_rate (and
+    # logs to a file of the benchmark's own), as `%config ReplicateMagics.create_rate` would.
+    magics = ReplicateMagics(shell=None, model=MODEL, create_rate=NO_LIMIT, log_path=str(tmp / "many-log.db"))
+    loop = shared_loop()
+
+    def creates() -> dict[str, Any]:
+        return emu.ask("creates")
+
+    def mapped(n: int, concurrency: int, prompt: str = "item {item}") -> tuple[float, float, float, dict[str, Any]]:
+        """(wall, client CPU, emulator CPU, creates) of one replicate_magic.map of n items."""
+        items = [f"{prompt} {i}" for i in range(n)]
+        emu.ask("forget")
+        creates()
+        e0, c0, t0 = emu.ask("cpu")["cpu"], time.process_time(), time.perf_counter()
+        with mock.patch.object(api, "_magics", lambda: magics):
+            out = replicate_magic.map("{item}", items, concurrency=concurrency)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        emu_cpu = emu.ask("cpu")["cpu"] - e0
+        assert len(out) == n and not out.errors and all(out), out.errors
+        return wall, cpu, emu_cpu, creates()
+
+    def raw(n: int, concurrency: int) -> tuple[float, float]:
+        emu.ask("forget")
+        c0, t0 = time.process_time(), time.perf_counter()
+        asyncio.run(_raw_items(emu.base_url, n, concurrency, MANY_TOKENS))
+        return time.perf_counter() - t0, time.process_time() - c0
+
+    # (1) 1,000 items, 64 at a time, each 50 tokens at 100 tokens/s.
+    emu.tokens(MANY_TOKENS, tps=MANY_RATE)
+    mapped(MANY_CONCURRENCY, MANY_CONCURRENCY)  # warm-up: imports, the session, the schema, the log
+    alone = [mapped(1, 1, f"alone {i}")[0] for i in range(5)]
+    one_item = median(alone)
+    rounds = max(2, min(runs, 3))  # a run takes about 10 s
+    rss = [rss_mib()]
+    objects = [len(gc.get_objects())]
+
+    def ours() -> tuple[float, float, float, dict[str, Any]]:
+        found = mapped(MANY_ITEMS, MANY_CONCURRENCY)
+        rss.append(rss_mib())
+        objects.append(len(gc.get_objects()))
+        return found
+
+    results = alternate(rounds, {"ours": ours, "raw": lambda: raw(MANY_ITEMS, MANY_CONCURRENCY)})
+    walls = [r[0] for r in results["ours"]]
+    cpus = [r[1] / MANY_ITEMS * 1000 for r in results["ours"]]
+    emu_cpus = [r[2] for r in results["ours"]]
+    peaks = [r[3]["peak_in_flight"] for r in results["ours"]]
+    minute = max(most_in_window(r[3]["times"], 60.0) for r in results["ours"])
+    throttled = sum(r[3]["throttled"] for r in results["ours"])
+    raw_walls = [r[0] for r in results["raw"]]
+    raw_cpus = [r[1] / MANY_ITEMS * 1000 for r in results["raw"]]
+    ideal, nominal = MANY_ITEMS / MANY_CONCURRENCY * one_item, MANY_ITEMS / MANY_CONCURRENCY * MANY_TOKENS / MANY_RATE
+    wall = median(walls)
+    s.row(f"{MANY_ITEMS:,} items of {MANY_TOKENS} tokens, `replicate_magic.map` at concurrency {MANY_CONCURRENCY}: "
+          "wall / the ideal (items / concurrency x one item alone)",
+          f"{wall:.2f} s / {ideal:.2f} s = {wall / ideal:.2f}x (one item alone {one_item:.3f} s; "
+          f"{wall / nominal:.2f}x of {nominal:.2f} s at its nominal {MANY_TOKENS / MANY_RATE:g} s)",
+          "<= 1.2x", wall / ideal <= 1.2)
+    cpu = median(cpus)
+    s.row("client CPU an item (this process, all threads)", f"{cpu:.2f} ms", "< 2 ms", cpu < 2)
+    s.row("(for information) the floor: the same items by raw aiohttp, bytes only: wall / client CPU an item",
+          f"{median(raw_walls):.2f} s / {median(raw_cpus):.2f} ms")
+    growth = rss[-1] - rss[1]
+    s.row(f"RSS before / after each run of {MANY_ITEMS:,} (MiB)", " / ".join(f"{v:.1f}" for v in rss),
+          "< 2 MiB more after the last run than after the first", growth < 2)
+
+    # (1b) the limiter's pace, seen by the emulator: 20 creates a second, at most 20 at once.
+    async def slow_limiter() -> Any:
+        limiter = create_limiter(emu.base_url, PACED_RATE)
+        limiter.set_rate(PACED_RATE, burst=PACED_BURST)
+        return limiter
+
+    limiter = loop.run(slow_limiter())
+    magics.create_rate = PACED_RATE
+    try:
+        given = limiter.created
+        paced_wall, _, _, paced = mapped(PACED_ITEMS, MANY_CONCURRENCY, "paced")
+        assert limiter.created - given == PACED_ITEMS, "the batch used another limiter"
+    finally:
+        magics.create_rate = NO_LIMIT
+    times = sorted(paced["times"])
+    excess = beyond_rate(times, PACED_RATE)
+    second = most_in_window(times, 1.0)
+    sustained = (len(times) - PACED_BURST) / (times[-1] - times[PACED_BURST - 1])
+    per_second = PACED_RATE // 60
+    jitter = max(0.0, excess - PACED_BURST) / per_second * 1000
+    s.row(f"creates seen by the emulator, `create_rate` {PACED_RATE:,} a minute ({per_second}/s) with a burst of "
+          f"{PACED_BURST}, {PACED_ITEMS} items: most in any 1 s window",
+          f"{second} (after the burst {sustained:.1f}/s; in any window of t s at most {PACED_BURST} + {per_second}/s "
+          f"x t + {max(0.0, excess - PACED_BURST):.2f}, i.e. {jitter:.1f} ms of arrival jitter)",
+          f"<= {per_second + PACED_BURST} (rate x 1 s + burst)", second <= per_second + PACED_BURST)
+
+    # (2) three models side by side in the kernel, fast tokens.
+    emu.tokens(SIDE_TOKENS, tps=SIDE_RATE)
+    side_cell = "%%replicate " + " ".join(f"-m {m}" for m in SIDE_MODELS) + "\nbench 13, side by side {n}"
+    whole = "".join(emulator_tokens(SIDE_TOKENS))
+    side: dict[str, list[Any]] = {"peak": [], "count": [], "seconds": [], "whole": []}
+
+    def side_by_side(n: int) -> None:
+        request = ok(kernel, side_cell.format(n=n), timeout=120, cell_id=f"bench13-side-{n}")
+        shown = request.of_type("display_data", "update_display_data")
+        side["peak"].append(peak_per_second([m.sent for m in shown]))
+        side["count"].append(len(shown))
+        side["seconds"].append(request.seconds())
+        side["whole"].append(text_of(shown[-1]).count(whole) == len(SIDE_MODELS))
+
+    side_by_side(0)  # warm-up: the three schemas
+    side = {k: [] for k in side}
+    for n in range(1, max(2, min(runs, 3)) + 1):
+        side_by_side(n)
+    s.row(f"{len(SIDE_MODELS)} models side by side (`%%replicate -m A -m B -m C`), {SIDE_TOKENS:,} tokens each "
+          f"at {SIDE_RATE:,.0f} tokens/s: display messages in any 1 s window (worst run)",
+          f"{max(side['peak'])} (per cell: {min(side['count'])}-{max(side['count'])})", "<= 30 a second",
+          max(side["peak"]) <= 30)
+    s.row("the final update holds every model's whole reply, every run", "yes" if all(side["whole"]) else "no",
+          "all three", all(side["whole"]))
+
+    # (3) 1,000 streams at once on one loop (BatchRun with concurrency 1,000) against one.
+    base = build_request("", options_of({"no_history": True}), Configured.of(magics))
+
+    def streams(n: int) -> tuple[float, float, float, int, float]:
+        """(wall, client CPU, emulator CPU, peak in flight, seconds from first to last create)."""
+        requests = [replace(base, prompt=f"stream {i}") for i in range(n)]
+        run = BatchRun(magics.chat_session(), requests, list(range(n)), concurrency=n)
+        emu.ask("forget")
+        creates()
+        e0, c0, t0 = emu.ask("cpu")["cpu"], time.process_time(), time.perf_counter()
+        loop.run(run.run())
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        emu_cpu, found = emu.ask("cpu")["cpu"] - e0, creates()
+        assert run.progress.done == n, [o.error for o in run.outcomes if o.error][:3]
+        return wall, cpu, emu_cpu, found["peak_in_flight"], max(found["times"]) - min(found["times"])
+
+    original_session = sessions.new_session
+
+    def unpooled() -> Any:  # aiohttp's connector holds at most 100 connections: lift that
+        session = original_session()
+        session.connector._limit = 0  # type: ignore[union-attr]
+        return session
+
+    def lifted(n: int) -> Callable[[], tuple[float, float, float, int, float]]:
+        def run() -> tuple[float, float, float, int, float]:
+            loop.run(sessions.close_session())
+            try:
+                with mock.patch.object(sessions, "new_session", unpooled):
+                    return streams(n)
+            finally:
+                loop.run(sessions.close_session())  # the next run gets the product's own session
+
+        return run
+
+    emu.tokens(MANY_TOKENS, tps=MANY_RATE)
+    streams(8)
+    fast = alternate(max(2, min(runs, 3)), {"one": lambda: streams(1), "many": lambda: streams(STREAMS),
+                                            "lifted": lifted(STREAMS)})
+    emu.tokens(MANY_TOKENS, tps=SLOW_RATE)
+    slow = alternate(2, {"one": lambda: streams(1), "lifted": lifted(STREAMS)})
+
+    def med(found: list[tuple[float, ...]], i: int) -> float:
+        return median([r[i] for r in found])
+
+    one, many, free = (med(fast[k], 0) for k in ("one", "many", "lifted"))
+    s.row(f"{STREAMS:,} streams at once on one loop (`BatchRun`, concurrency {STREAMS:,}), each {MANY_TOKENS} tokens "
+          f"at {MANY_RATE:g} tokens/s: wall / one stream's",
+          f"{many:.2f} s / {one:.2f} s = {many / one:.2f}x "
+          f"(emulator's peak in flight {max(r[3] for r in fast['many'])})",
+          "<= 1.3x", many / one <= 1.3)
+    s.row("(for information) the same with aiohttp's 100-connection limit lifted",
+          f"{free:.2f} s = {free / one:.2f}x (peak in flight {max(r[3] for r in fast['lifted'])}; client CPU "
+          f"{med(fast['lifted'], 1):.2f} s, emulator CPU {med(fast['lifted'], 2):.2f} s)")
+    one_slow, free_slow = med(slow["one"], 0), med(slow["lifted"], 0)
+    s.row(f"(for information) the limit lifted, each stream {MANY_TOKENS} tokens at {SLOW_RATE:g} tokens/s",
+          f"{free_slow:.2f} s / {one_slow:.2f} s = {free_slow / one_slow:.2f}x "
+          f"(peak in flight {max(r[3] for r in slow['lifted'])})")
+
+    def runs_of(found: list[tuple[float, ...]]) -> str:
+        return "; ".join(f"{r[0]:.2f} s wall, {r[1]:.2f} s CPU, emulator {r[2]:.2f} s, peak {r[3]}, "
+                         f"creates over {r[4]:.2f} s" for r in found)
+
+    s.note(f"(1) `replicate_magic.map(\"{{item}}\", items, concurrency={MANY_CONCURRENCY})` in this process (its "
+           f"private loop), with a `ReplicateMagics` whose `create_rate` is {NO_LIMIT:,} a minute, so the limiter "
+           "never waits, and whose log is a file of the benchmark's own (every item is logged, as by default); "
+           "the emulator process has no create limit and gives every prediction "
+           f"{MANY_TOKENS} tokens at {MANY_RATE:g} tokens/s. One item alone (5 runs, s): {runs_text(alone)}. "
+           f"Runs of {MANY_ITEMS:,}, alternating with the floor, wall s: {runs_text(walls, '{:.2f}')}; client CPU ms "
+           f"an item: {runs_text(cpus, '{:.2f}')}; emulator CPU s: {runs_text(emu_cpus, '{:.2f}')}; peak in flight "
+           f"(emulator): {peaks}; 429s: {throttled}; most creates in any minute: {minute:,}. Floor (raw aiohttp "
+           f"on a fresh loop: the create, the stream's bytes, nothing decoded, no metrics request, no log), wall s: "
+           f"{runs_text(raw_walls, '{:.2f}')}; CPU ms an item: {runs_text(raw_cpus, '{:.2f}')}. "
+           f"`len(gc.get_objects())` before and after each run: {objects}.")
+    s.note(f"(1b) The limiter's own pace: the shared loop's limiter for the emulator set to {PACED_RATE:,} a minute "
+           f"with a burst of {PACED_BURST} (`CreateLimiter.set_rate`; the setting alone gives a burst of a minute's "
+           f"worth, which {PACED_ITEMS} items would never exhaust), then {PACED_ITEMS} items at concurrency "
+           f"{MANY_CONCURRENCY} ({paced_wall:.1f} s). The emulator's clock of each create: at most {PACED_BURST} "
+           f"+ {PACED_RATE // 60}/s x t in any window of t seconds is what the bucket allows.")
+    s.note(f"(2) `{side_cell.splitlines()[0]}` in the benchmarks' kernel; every update_display_data and "
+           f"display_data of the cell, by the kernel's header dates; cell seconds: "
+           f"{runs_text(side['seconds'], '{:.2f}')}.")
+    s.note(f"(3) `BatchRun(..., concurrency={STREAMS:,})` on the private loop, create_rate {NO_LIMIT:,}: one stream "
+           f"alternating with {STREAMS:,} at once, and with {STREAMS:,} with the HTTP session's connector limit "
+           f"lifted (`connector._limit = 0`, patched in for those rows only). {MANY_RATE:g} tokens/s: one: "
+           f"{runs_text([r[0] for r in fast['one']])} s; {STREAMS:,}: {runs_of(fast['many'])}; lifted: "
+           f"{runs_of(fast['lifted'])}. {SLOW_RATE:g} tokens/s: one: {runs_text([r[0] for r in slow['one']])} s; "
+           f"lifted: {runs_of(slow['lifted'])}.")
+
+
 BENCHMARKS: dict[int, tuple[str, Callable[..., None], bool]] = {
     1: ("Stream throughput (50,000 events)", bench_throughput, False),
     2: ("Display cost in a real kernel", bench_display, True),
@@ -1297,6 +1594,7 @@ BENCHMARKS: dict[int, tuple[str, Callable[..., None], bool]] = {
     10: ("A replayed cell and a logged cell, in a kernel", bench_replay, True),
     11: ("Time to first token in a fresh kernel, against the official client", bench_first_token, False),
     12: ("Output files: showing a 4 MB image, one download each, a 20-image batch", bench_files, False),
+    13: ("Many prompts, many models: 1,000 items, 3 models side by side, 1,000 streams", bench_many, True),
 }
 
 

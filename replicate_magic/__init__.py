@@ -14,15 +14,21 @@ from typing import TYPE_CHECKING, Any
 from .errors import MissingAuthError, ResponseError
 
 __version__ = "0.1.0"
-__all__ = ["ChatPanel", "MissingAuthError", "Replicate", "ResponseError", "__version__", "history", "log"]
+__all__ = ["ChatPanel", "MissingAuthError", "Replicate", "ResponseError", "__version__", "ask", "ask_async",
+           "history", "log", "map", "map_async"]
 
 # name -> module that defines it; imported on first attribute access (PEP 562).
 _LAZY = {
     "Replicate": ".provider",
     "ChatPanel": ".panel",
+    "ask": ".api",
+    "ask_async": ".api",
+    "map": ".api",
+    "map_async": ".api",
 }
 
 if TYPE_CHECKING:
+    from .api import ask, ask_async, map, map_async
     from .panel import ChatPanel
     from .provider import Replicate
 
@@ -74,11 +80,12 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    """``%unload_ext replicate_magic``: the magics and their cell hook go; conversations stay."""
+    """``%unload_ext replicate_magic``: the magics and their cell hooks go; conversations stay."""
     manager = ipython.magics_manager
     magics = manager.registry.pop("ReplicateMagics", None)
     if magics is not None:
         ipython.events.unregister("pre_run_cell", magics._remember_cell_id)
+        ipython.events.unregister("post_run_cell", magics._remember_error)
         if magics in ipython.configurables:  # else a later %config reaches the unloaded instance
             ipython.configurables.remove(magics)
     for kind in ("line", "cell"):

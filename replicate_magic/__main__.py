@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from IPython.core.error import UsageError
 
 from .options import CellOptions, flag_parser, options_from
+from .settings import SETTINGS
 from .terminal import TerminalSanitizer, clean
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 PROG = "python -m replicate_magic"
 # The one-turn options; chat, history, output and expansion flags belong to the notebook.
-CLI_OPTIONS = ("model", "temperature", "top_p", "top_k", "max_tokens", "stop", "system", "inputs", "images",
+CLI_OPTIONS = ("models", "temperature", "top_p", "top_k", "max_tokens", "stop", "system", "inputs", "images",
                "timeout", "cache", "refresh", "save")
 
 
@@ -33,6 +34,9 @@ def parser() -> argparse.ArgumentParser:
     """The CLI's own parser, built from the same declarations as the magic's flags."""
     built = flag_parser(PROG, only=CLI_OPTIONS, description="Stream a reply from a model hosted on "
                         "Replicate to the terminal.")
+    for action in built._actions:  # the magic's -m repeats (side by side); one run here is one model
+        if action.dest == "models":
+            action.help = f"{SETTINGS['model'].help}; one per run"
     built.add_argument("--emulator", action="store_true",
                        help="answer from the bundled offline emulator instead of Replicate")
     built.add_argument("prompt", nargs="*", metavar="PROMPT",
@@ -53,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Intermixed: options may come after prompt words ("Hello --max-tokens 5 there").
         namespace = command.parse_intermixed_args(flags)
         options = options_from(namespace)
+        if len(options.models) > 1:  # columns need a notebook; a shell gets one reply
+            raise UsageError("one -m per run; to compare models side by side, use %%replicate -m A -m B "
+                             "in a notebook")
     except UsageError as error:
         print(f"usage error: {error} (see {PROG} --help)", file=sys.stderr)
         return 2

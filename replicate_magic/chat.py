@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,15 +19,16 @@ from .catalog import resolve_model
 from .client import ReplicateClient
 from .conversation import ConversationStore, Turn, kernel_store
 from .environment import base_url
-from .errors import NotInLogError, ReplicateMagicError, ResponseError
+from .errors import InvalidAnswerError, NotInLogError, ReplicateMagicError, ResponseError
 from .files import FileOutput, fetch_files
-from .inputs import parse_model
+from .inputs import parse_model, structured_input
 from .journal import Replay, TurnLog
 from .pricing import estimate, format_cost
 from .request import TurnRequest
 from .schemas import SchemaCache, default_schemas
 from .store import Exchange, LogStore, StoreError, utc_now
 from .streaming import PredictionStream
+from .structured import InvalidAnswer, retry_messages
 
 __all__ = ["ChatSession", "Metrics", "TurnRequest", "TurnResult"]
 
@@ -42,6 +43,7 @@ class Metrics:
     total_time: float | None
     waited: float | None = None  # seconds the client waited out Replicate's rate limit
     cost: str = ""  # "≈ $0.0012" where the model's price is known (pricing.py); never a guess
+    cost_usd: float | None = None  # the same as a number, for totals (a batch's)
     files: int | None = None  # a model that makes files: how many (its time counts, not tokens)
     predict_time: float | None = None  # seconds the model ran, as Replicate reports it
 
@@ -79,10 +81,18 @@ class TurnResult:
     problems: list[str] = field(default_factory=list)  # the local log's failures, one line each
     files: list[FileOutput] | None = None  # a model that makes files: one per output, in order
     one_file: bool = False  # its output is one file, not a list (what --out receives)
+    # A JSON answer asked for (TurnRequest.settings.answer): the object read from the text, or
+    # why the text is not that answer ("$.age: 'x' is not of type 'integer'").
+    data: Any = None
+    parsed: bool = False
+    invalid: str | None = None
 
     @property
     def value(self) -> Any:
-        """What ``--out`` receives: the text, or the file (or list of files) the model made."""
+        """What ``--out`` receives: the text, the object of a JSON answer, or the file (or
+        list of files) the model made."""
+        if self.parsed:
+            return self.data
         if self.files is None:
             return self.text
         return self.files[0] if self.one_file and len(self.files) == 1 else list(self.files)
@@ -131,10 +141,52 @@ class ChatSession:
         request: TurnRequest,
         on_token: Callable[[str], None],
         on_log: Callable[[str], None] | None = None,
+        on_retry: Callable[[str], None] | None = None,
     ) -> TurnResult:
+        """One turn: the reply streams to ``on_token``, and is recorded once complete.
+
+        When ``request.settings.answer`` asks for JSON (``-f json``, ``--schema``), the reply
+        is read as that JSON (``TurnResult.data``) and recorded only when valid. An invalid one
+        is asked again (``answer.retries`` times, once by default): the same messages, then the
+        invalid answer and what is wrong with it; ``on_retry`` hears the reason before each new
+        try (the text streamed so far is then superseded). Still invalid: ``InvalidAnswerError``
+        with the last reply's text, and the conversation unchanged. Every try is a prediction,
+        logged (an invalid one as failed, so it is never replayed or restored).
+        """
+        result = await self._turn(request, on_token, on_log)
+        answer = request.settings.answer
+        if answer is None or result.files is not None:
+            return result
+        follow_up: list[dict[str, str]] = []
+        reasons: list[str] = []
+        while result.invalid is not None and len(reasons) < answer.retries:
+            reasons.append(result.invalid)
+            await self.reported_metrics(result)  # the invalid exchange is logged before the next one
+            if on_retry is not None:
+                on_retry(result.invalid)
+            follow_up += retry_messages(result.text, result.invalid)
+            result = await self._turn(request, on_token, on_log, follow_up)
+        if result.invalid is not None:
+            await self.reported_metrics(result)
+            tries = len(reasons) + 1
+            raise InvalidAnswerError(
+                f"The reply is not the {answer.label} asked for" + (f", {tries} times" if tries > 1 else "")
+                + f": {result.invalid}.", raw=result.text, reason=result.invalid, tries=tries)
+        if reasons:
+            result.adjusted.append(f"asked again: the first answer was not valid ({reasons[0]})")
+        return result
+
+    async def _turn(
+        self,
+        request: TurnRequest,
+        on_token: Callable[[str], None],
+        on_log: Callable[[str], None] | None = None,
+        follow_up: Sequence[Mapping[str, str]] = (),
+    ) -> TurnResult:
+        """One prediction (or replay) for the request's messages, then ``follow_up`` (a retry's)."""
         model = resolve_model(request.model)
         ref = parse_model(model)
-        messages = self.messages_for(request)
+        messages = self.messages_for(request) + [dict(m) for m in follow_up]
         journal = None if self.log is None else TurnLog(self.log, self.schemas, base_url())
         # A schema kept in the log spares a fresh kernel the schema request (and lets it replay).
         schema = journal.known_schema(ref) if journal is not None and ref.slug is not None else None
@@ -150,7 +202,8 @@ class ChatSession:
                     f"Not in the log: {what}, and cache = 'only' asks "
                     "Replicate nothing. Next: run it once with --cache (or cache = True), or use --refresh."
                 )
-        client = await ReplicateClient.connect(timeouts=request.timeouts, schemas=self.schemas)
+        client = await ReplicateClient.connect(timeouts=request.timeouts, schemas=self.schemas,
+                                               create_rate=request.create_rate)
         stream = PredictionStream(client, model, messages, request.settings, on_log=on_log)
         if journal is not None and request.replay == "on" and not known:
             await stream.prepare()  # the schema was not known offline; now the input is
@@ -175,8 +228,9 @@ class ChatSession:
         urls = await stream.output_files()
         files = None if urls is None else await self._fetch(request, stream, urls, client.base_url)
         elapsed = time.monotonic() - started
-        # A file model's turn is not a chat turn: the conversation stays as it was.
-        problems = self._record(request, model, stream.text) if urls is None else []
+        parsed, data, invalid = _read_answer(request, stream.text) if urls is None else (False, None, None)
+        # A file model's turn is not a chat turn, nor is an invalid answer: the conversation stays as it was.
+        problems = self._record(request, model, stream.text) if urls is None and invalid is None else []
         measured = _metrics(model, {}, count, None if first is None else first - started, elapsed,
                             waited=stream.rate_limited_for, files=None if files is None else len(files))
         if journal is not None and stream.schema is not schema:  # fetched now: keep it for the next kernel
@@ -191,13 +245,16 @@ class ChatSession:
             problems=problems + ([] if journal is None else journal.problems),
             files=files,
             one_file=files is not None and not isinstance(stream.prediction and stream.prediction.output, list),
+            data=data, parsed=parsed, invalid=invalid,
         )
         if files is not None:
             result.text = ""
+        elif request.settings.answer is not None:
+            result.adjusted = [*result.adjusted, _how_sent(request, stream)]
         # Asked for now, awaited later: the request overlaps the caller's final display. The
         # exchange is logged with Replicate's own metrics once they are in.
         result.reported = asyncio.ensure_future(self._finish(request, stream, measured, journal, files,
-                                                             result.one_file))
+                                                             result.one_file, "failed" if invalid else "succeeded"))
         return result
 
     async def _fetch(self, request: TurnRequest, stream: PredictionStream, urls: list[str],
@@ -212,11 +269,14 @@ class ChatSession:
                   on_token: Callable[[str], None]) -> TurnResult:
         """The logged reply, shown and recorded like any turn; nothing is asked or billed."""
         logged = replay.exchange
+        parsed, data, invalid = _read_answer(request, logged.reply) if replay.files is None else (False, None, None)
         if replay.files is None:
             on_token(logged.reply)
-            journal.problems += self._record(request, model, logged.reply)
+            if invalid is None:
+                journal.problems += self._record(request, model, logged.reply)
         journal.record(replace(logged, time=utc_now(), chat=_chat(request), prompt=request.prompt,
-                               cell_id=request.cell_id, notebook=request.notebook, replayed=True, id=None))
+                               cell_id=request.cell_id, notebook=request.notebook, replayed=True, id=None,
+                               status="failed" if invalid else logged.status))
         output = logged.metrics.get("output_token_count")
         files = replay.files
         return TurnResult(
@@ -225,18 +285,19 @@ class ChatSession:
                             files=None if files is None else len(files)),
             ignored=replay.ignored, adjusted=replay.adjusted, replayed=replay.when, problems=journal.problems,
             files=files, one_file=bool(logged.files and logged.files[0].get("one_file")),
+            data=data, parsed=parsed, invalid=invalid,
         )
 
     async def _finish(self, request: TurnRequest, stream: PredictionStream, measured: Metrics,
                       journal: TurnLog | None, files: list[FileOutput] | None = None,
-                      one_file: bool = False) -> Metrics:
+                      one_file: bool = False, status: str = "succeeded") -> Metrics:
         reported: Mapping[str, Any] = {}
         try:
             reported = (await stream.final_prediction()).metrics
         except ResponseError:
             pass  # the reply is complete; metrics are a nicety
         if journal is not None:
-            journal.record(self._exchange(request, journal, stream, "succeeded", reported,
+            journal.record(self._exchange(request, journal, stream, status, reported,
                                           journal.keep_files(files, one_file) if files is not None else []))
         if not reported:
             return measured
@@ -244,6 +305,7 @@ class ChatSession:
         cost = estimate(measured.model, reported, overrides=self.prices, hardware=hardware)
         return _metrics(measured.model, reported, measured.output_tokens or 0, measured.time_to_first_token,
                         measured.total_time or 0.0, waited=measured.waited, cost=format_cost(cost),
+                        cost_usd=None if cost is None else cost.amount,
                         files=measured.files)
 
     def _exchange(self, request: TurnRequest, journal: TurnLog, stream: PredictionStream, status: str,
@@ -263,7 +325,7 @@ class ChatSession:
 
     def _record(self, request: TurnRequest, model: str, reply: str) -> list[str]:
         """Record the finished turn in its conversation; the log's failure to mark a --new, if any."""
-        if not request.use_history:
+        if not request.use_history or not request.record:
             return []
         conversation = self.store.get(request.chat)
         problems = []
@@ -276,14 +338,38 @@ class ChatSession:
         return problems
 
 
+def _read_answer(request: TurnRequest, text: str) -> tuple[bool, Any, str | None]:
+    """(parsed, the object, why it is invalid) of a reply, when the request asks for JSON."""
+    answer = request.settings.answer
+    if answer is None:
+        return False, None, None
+    try:
+        return True, answer.read(text), None
+    except InvalidAnswer as error:
+        return False, None, str(error)
+
+
+def _how_sent(request: TurnRequest, stream: PredictionStream) -> str:
+    """The note under a JSON answer: what it was checked against, and how the schema was sent."""
+    answer = request.settings.answer
+    assert answer is not None
+    if answer.schema is None:
+        return "read as JSON"
+    properties = stream.schema.properties if stream.schema is not None else None
+    carried = structured_input(properties, answer)
+    where = f"in its {carried[0]} input" if carried else "in the prompt (the model has no structured-output input)"
+    return f"checked against {answer.label}, sent {where}"
+
+
 def _chat(request: TurnRequest) -> str:
-    """The conversation an exchange belongs to; "" for a one-shot turn, which none restores."""
-    return request.chat if request.use_history else ""
+    """The conversation an exchange belongs to; "" for a turn it does not record (one-shot, side
+    by side), which no restore brings back."""
+    return request.chat if request.use_history and request.record else ""
 
 
 def _metrics(
     model: str, reported: Mapping[str, Any], count: int, first: float | None, elapsed: float,
-    *, waited: float | None = None, cost: str = "", files: int | None = None,
+    *, waited: float | None = None, cost: str = "", files: int | None = None, cost_usd: float | None = None,
 ) -> Metrics:
     """Replicate's own figures where it gives them, else what the client measured."""
 
@@ -302,6 +388,7 @@ def _metrics(
         total_time=number("total_time") or elapsed,
         waited=waited,
         cost=cost,
+        cost_usd=cost_usd,
         files=files,
         predict_time=number("predict_time"),
     )

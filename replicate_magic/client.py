@@ -46,6 +46,7 @@ from .errors import (
     parse_problem,
 )
 from .inputs import ModelRef, parse_model
+from .limiter import CreateLimiter, create_limiter
 from .prediction import Prediction
 from .schemas import ModelSchema, SchemaCache, SchemaUnavailableError, default_schemas
 from .sessions import inflight, new_session, proxy_for, shared_session
@@ -127,8 +128,10 @@ class ReplicateClient:
         timeouts: Timeouts = Timeouts(),
         headers: Mapping[str, str] | None = None,
         schemas: SchemaCache | None = None,
+        create_rate: float | None = None,
     ) -> None:
         self.base_url = base_url.strip().rstrip("/")
+        self.create_rate = create_rate  # creates a minute for this kernel (limiter.py); None: the default
         problem = base_url_problem(self.base_url)
         if problem:
             raise InvalidRequestError(f"The API address cannot be used: {problem}. Next: check REPLICATE_BASE_URL.")
@@ -154,6 +157,7 @@ class ReplicateClient:
         timeouts: Timeouts = Timeouts(),
         headers: Mapping[str, str] | None = None,
         schemas: SchemaCache | None = None,
+        create_rate: float | None = None,
     ) -> ReplicateClient:
         """A client on the running loop's shared session, with the token found now.
 
@@ -165,7 +169,7 @@ class ReplicateClient:
         if token is None:
             raise missing_token_error()
         return cls(await shared_session(), token, base_url=base_url or _env_base_url(), proxy=proxy,
-                   timeouts=timeouts, headers=headers, schemas=schemas)
+                   timeouts=timeouts, headers=headers, schemas=schemas, create_rate=create_rate)
 
     def __repr__(self) -> str:  # never the token
         return f"ReplicateClient(base_url={self.base_url!r})"
@@ -252,7 +256,10 @@ class ReplicateClient:
         else:
             body, path = {}, f"/v1/models/{ref.slug}/predictions"
         body.update(input=inputs, stream=True)
-        answer = await self._answered("POST", self.base_url + path, body, adopt=True, on_wait=on_wait)
+        # Every create of the kernel keeps one pace, and a 429 pauses them all (limiter.py).
+        limiter = create_limiter(self.base_url, self.create_rate)
+        answer = await self._answered("POST", self.base_url + path, body, adopt=True, on_wait=on_wait,
+                                      limiter=limiter)
         try:
             return await self._created(answer)
         except _MalformedCreate as malformed:
@@ -311,15 +318,19 @@ class ReplicateClient:
     async def _answered(
         self, method: str, url: str, json: Any, *, adopt: bool = False, on_wait: OnWait | None = None,
         form: Callable[[], aiohttp.FormData] | None = None, total: float | None = None,
+        limiter: CreateLimiter | None = None,
     ) -> _Answer:
         """A 2xx answer, after retries: 429 for any method, 5xx and timeouts for GET only.
 
         ``on_wait`` hears of every wait for a rate limit as it starts. ``form`` makes a
-        multipart body in place of ``json``, a new one for each try.
+        multipart body in place of ``json``, a new one for each try. With a ``limiter``, each
+        try waits for its turn, and a 429 pauses every request that shares the limiter.
         """
         idempotent = method == "GET"
         for attempt in range(_MAX_ATTEMPTS):
             last = attempt == _MAX_ATTEMPTS - 1
+            if limiter is not None:
+                await limiter.acquire()
             try:
                 answer = await (self._adoptable(method, url, json) if adopt
                                 else self._exchange(method, url, json, form=form, total=total))
@@ -333,6 +344,9 @@ class ReplicateClient:
                 delay = retry_delay(answer.retry_after, attempt)
                 if answer.status == 429 and on_wait is not None:
                     on_wait(RateLimitWait(delay, attempt + 2, _MAX_ATTEMPTS))
+                if answer.status == 429 and limiter is not None:
+                    limiter.pause(delay)  # the next acquire() waits it out, with every other worker
+                    continue
                 await asyncio.sleep(delay)
                 continue
             raise self._http_error(answer)

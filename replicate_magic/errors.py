@@ -39,6 +39,17 @@ class NotInLogError(ReplicateMagicError):
     """Replay only (``cache = "only"``), and the local log holds no reply for this request."""
 
 
+class InvalidAnswerError(ReplicateMagicError):
+    """A JSON answer was asked for (``-f json``, ``--schema``) and the reply is not that JSON,
+    after the retries too; ``raw`` is the last reply's text, ``reason`` which rule failed."""
+
+    def __init__(self, message: str, *, raw: str = "", reason: str = "", tries: int = 1) -> None:
+        super().__init__(message)
+        self.raw = raw
+        self.reason = reason
+        self.tries = tries
+
+
 class MissingAuthError(ReplicateMagicError):
     """No API token was found, or Replicate rejected it (HTTP 401)."""
 

@@ -12,6 +12,7 @@ schema that merely failed to arrive is never replaced by guesses (``client.model
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,9 +21,13 @@ from typing import Any
 from .attachments import as_references, put_images
 from .errors import InvalidRequestError
 from .prompts import format_prompt, normalize, split_system
+from .structured import AnswerFormat, instructions
 
 MAX_TOKEN_KEYS = ("max_tokens", "max_new_tokens", "max_completion_tokens", "max_output_tokens")
 SYSTEM_KEYS = ("system_prompt", "system_instruction")
+# Inputs that take a JSON Schema for the answer (-f json --schema), in the order they are preferred.
+# A grammar (GBNF) input is not one of them: the schema then goes into the prompt as instructions.
+STRUCTURED_KEYS = ("json_schema", "response_format", "jsonschema", "schema")
 # The keys gpt4free's mapping sends, in the order a note names them.
 GUESSED_KEYS = ("prompt", "system_prompt", "max_new_tokens", "temperature", "top_p", "top_k", "stop_sequences")
 _VERSION_ID = re.compile(r"^[0-9a-f]{64}$")
@@ -96,6 +101,9 @@ class Settings:
     request itself (``-t 0.9`` over a configured temperature) wins."""
     images: tuple[Any, ...] = ()
     """``--image`` files (``attachments.Attachment`` once loaded), for the model's image input."""
+    answer: AnswerFormat | None = None
+    """A JSON answer asked for (``-f json``, ``--schema``): its schema goes into the model's
+    structured-output input (``structured_input``), else into the prompt as instructions."""
 
 
 def stop_sequences(stop: Any) -> tuple[str, ...]:
@@ -129,6 +137,10 @@ def build_input(
     model in the error for images it has no input for.
     """
     plain = normalize(messages)
+    carried = structured_input(properties, settings.answer)
+    if settings.answer is not None and carried is None and plain and plain[-1]["content"].strip():
+        # No input of the model takes the schema: the prompt says it.
+        plain[-1] = {**plain[-1], "content": f"{plain[-1]['content']}\n\n{instructions(settings.answer.schema)}"}
     own_system, rest = split_system(plain)
     if not any(m["content"].strip() for m in rest):
         raise InvalidRequestError("messages must contain at least one non-empty user message")
@@ -160,9 +172,39 @@ def build_input(
     if settings.stop:
         _put_stop(result, ignored, settings.stop, properties)
     put_images(result, settings.images, properties, model)
+    if carried is not None:
+        result[carried[0]] = carried[1]
     result.update(settings.extra)
     result, not_declared = as_references(result, properties)
     return result, ignored + not_declared
+
+
+def structured_input(properties: Mapping[str, Any] | None, answer: AnswerFormat | None) -> tuple[str, Any] | None:
+    """(key, value) that carries the answer's JSON Schema in the model's own input, or None
+    when it declares none that can (then the schema goes into the prompt).
+
+    The value follows the key and the declared type: a string input gets the schema as JSON
+    text; ``json_schema`` as an object gets the wrapper of OpenAI's Responses API, as
+    openai/gpt-5-structured takes it (``{"format": {"type": "json_schema", "name", "schema"}}``);
+    ``response_format`` the one of its Chat Completions (``{"type": "json_schema",
+    "json_schema": {"name", "schema"}}``); any other the schema itself. An input with fixed
+    choices (an enum: "text" or "json_object") cannot carry a schema, and is left alone.
+    """
+    if answer is None or answer.schema is None or properties is None:
+        return None
+    for key in STRUCTURED_KEYS:
+        spec = properties.get(key)
+        if not isinstance(spec, Mapping) or "enum" in spec or "allOf" in spec:
+            continue
+        schema = dict(answer.schema)
+        if spec.get("type") == "string":
+            return key, json.dumps(schema, ensure_ascii=False)
+        if key == "json_schema":
+            return key, {"format": {"type": "json_schema", "name": answer.name, "schema": schema}}
+        if key == "response_format":
+            return key, {"type": "json_schema", "json_schema": {"name": answer.name, "schema": schema}}
+        return key, schema
+    return None
 
 
 def _fallback_input(

@@ -9,20 +9,25 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections import ChainMap
+from collections.abc import Mapping, MutableMapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 
 from .environment import find_token
-from .errors import ReplicateMagicError, ReplyInterrupted, UnexpectedError
-from .options import CellOptions, parse_cell_options, replicate_arguments
+from .errors import InvalidAnswerError, InvalidRequestError, ReplicateMagicError, ReplyInterrupted, UnexpectedError
+from .errors_context import CellErrors, ErrorLookup
+from .options import CellOptions, line_over, parse_cell_options, replicate_arguments
 from .prompt_template import Expansion, expand
+from .templates import INPUT, Template, joined
 from .traits import setting_trait
 
 if TYPE_CHECKING:
-    from .chat import Metrics, TurnResult
+    from .chat import ChatSession, Metrics, TurnResult
     from .display import LiveReply
     from .request import TurnRequest
     from .store import LogStore
@@ -52,23 +57,54 @@ class ReplicateMagics(Magics):
     connect_timeout = setting_trait("connect_timeout").tag(config=True)
     show_metrics = setting_trait("show_metrics").tag(config=True)
     expand_variables = setting_trait("expand_variables").tag(config=True)
+    context_budget = setting_trait("context_budget").tag(config=True)
     log = setting_trait("log").tag(config=True)
     log_path = setting_trait("log_path").tag(config=True)
     cache = setting_trait("cache").tag(config=True)
     prices = setting_trait("prices").tag(config=True)
     embed_limit = setting_trait("embed_limit").tag(config=True)
+    concurrency = setting_trait("concurrency").tag(config=True)
+    create_rate = setting_trait("create_rate").tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         self._cell_id: str | None = None
         self._asked = 0  # turns asked during the current execution
+        self.last_cell: tuple[str, str] | None = None  # the last %%replicate line and prompt, for templates
+        self.errors = CellErrors()  # the last failing cells, for {Err}, {Err[N]} and %replicate fix
         if shell is not None:
             shell.events.register("pre_run_cell", self._remember_cell_id)
+            shell.events.register("post_run_cell", self._remember_error)
+            if getattr(sys, "last_value", None) is not None:  # an error shown before %load_ext
+                self._remember_error(None, last_shown=True)
 
     def _remember_cell_id(self, info: Any) -> None:
         # Frontends send the cell's id; re-running a cell then replaces its earlier exchange.
         self._cell_id = getattr(info, "cell_id", None)
         self._asked = 0
+
+    def _remember_error(self, result: Any, last_shown: bool = False) -> None:
+        # IPython keeps the last error only, and not per cell: each failing cell is kept here.
+        if not last_shown and (result is None or result.success):
+            return
+        try:
+            from . import notebook_context
+
+            if last_shown:
+                notebook_context.record_last_shown(self.errors, self.shell)
+            else:
+                notebook_context.record_error(self.errors, result, self.shell)
+        except Exception:  # never a traceback under a cell (or a failed %load_ext) for this
+            log.exception("could not record a cell's error for {Err}")
+
+    def running_count(self) -> int | None:
+        """The execution count of the cell being run (In[N]), None outside a shell."""
+        count = getattr(self.shell, "execution_count", None)
+        return count - 1 if isinstance(count, int) else None
+
+    def error_lookup(self) -> ErrorLookup:
+        """``Err`` for a prompt's placeholders: ``{Err}``, ``{Err[N]}``."""
+        return ErrorLookup(self.errors, self.running_count())
 
     def _turn_key(self) -> str | None:
         """The key a turn is recorded under: the cell's id for its first turn, then one more
@@ -98,11 +134,33 @@ class ReplicateMagics(Magics):
         writes them. ``-i KEY=@PATH`` (or ``@{name}``) sends a local file, ``--image PATH`` an
         image to a vision model. ``--cache`` replays from the local log.
 
+        A DataFrame or Series in ``{name}`` becomes a description (shape, columns and dtypes,
+        first rows as a table, a numeric summary), and any value is cut to ``context_budget``
+        tokens; ``--context NAME`` adds a variable after the prompt, described the same way.
+        ``%replicate template NAME`` saves the last cell's line and prompt as a template, and
+        ``-T NAME`` runs it with this cell's text as its ``{input}``.
+
+        The notebook's errors: ``{Err}`` is the most recent error (its type, message and
+        traceback, without colours, its middle cut to fit), ``{Err[3]}`` that of cell In[3];
+        when there is none, the cell fails in one line and nothing is sent. ``%replicate fix [N]``
+        asks the model to explain the most recent (or cell N's) error, given that cell's source
+        and the traceback, and to propose a fix (one-shot: no history). ``-f code`` shows the
+        reply as Markdown and puts its first fenced code block (the whole reply when it has
+        none) into a new cell below (in terminal IPython, at the next prompt).
+
+        ``-f json`` reads the reply as JSON (a fenced ```json block, else the JSON value in it) and
+        ``-o`` gets the Python object; ``--schema NAME`` asks for JSON that follows the schema in
+        that variable (a JSON Schema dict, a pydantic model class, or ``"name str, age int"``), sent
+        in the model's own structured-output input where it has one, else in the prompt, checks the
+        answer and asks again once when it is invalid.
+
         As a line magic: ``%replicate history [NAME] [-n TURNS]``, ``reset [NAME]``, ``chats``,
         ``export FILE [NAME] [--force]``, ``load FILE [NAME] [--replace]``, ``models``,
-        ``panel [NAME]``, ``log``, ``restore [NAME]``.
+        ``panel [NAME]``, ``log``, ``restore [NAME]``, ``template [NAME] [--replace|--show|--delete]``.
         """
         try:
+            if cell is None and line.lstrip().startswith(("-T", "--template")):
+                return self._cell(line, "")  # %replicate -T NAME [flags]: a template that needs no {input}
             return self._subcommand(line) if cell is None else self._cell(line, cell)
         except KeyboardInterrupt:  # before any request (a turn's own interrupt is handled in it)
             raise ReplyInterrupted("Interrupted before anything was sent; nothing was asked.") from None
@@ -114,52 +172,135 @@ class ReplicateMagics(Magics):
 
     def _cell(self, line: str, cell: str) -> None:
         options = parse_cell_options(line)
-        if not cell.strip():
-            raise UsageError("The cell is empty: write the prompt below the %%replicate line.")
-        expansion = Expansion(cell)
+        template = self._saved_template(options.template) if options.template else None
+        if template is not None:  # its flags under this line's; the cell fills its {input}
+            line = line_over(template.line, line)
+            options = parse_cell_options(line)
+        if not cell.strip() and (template is None or template.takes_input):
+            raise UsageError("The cell is empty: write the prompt below the %%replicate line." if template is None
+                             else f"Template {template.name!r} takes the cell's text as {{input}}: write it below "
+                             f"%%replicate -T {template.name}.")
+        self.last_cell = (line, cell if template is None else template.prompt)  # what %replicate template saves
+        # What is expanded first: the cell, or a template's prompt with the cell after it (no {input}).
+        source = cell if template is None or template.takes_input else template.source(cell)
+        if options.format == "code" and (options.each or len(options.models) > 1):
+            raise UsageError("-f code puts one reply's code into a new cell: not with --each or several -m")
+        if options.each:  # the cell is a template, filled per item
+            from .api import run_each_cell
+
+            # With a template, the cell's text (as typed) fills its {input} in each item's prompt.
+            return run_each_cell(self, options, template.source(cell) if template else cell,
+                                 extra={INPUT: cell} if template else None,
+                                 context=self._context(options))
+        expansion = Expansion(source)
+        namespace: MutableMapping[str, Any] = {}
         if self.expand_variables and not options.no_expand:
             # The cell as typed: stripping first would turn a leading indented code block into prose.
             # {In[n]} is what the user typed, not IPython's transformed source.
             shell = self._shell()
-            namespace = ChainMap({"In": shell.history_manager.input_hist_raw}, shell.user_ns)
-            expansion = expand(cell, namespace, token=find_token())
+            namespace = ChainMap({"In": shell.history_manager.input_hist_raw, "Err": self.error_lookup()},
+                                 shell.user_ns)
+            expansion = self._expanded(source, namespace)
+        if template is not None:  # the cell's text, expanded, fills the template's {input}
+            filled = self._expanded(template.prompt, ChainMap({INPUT: expansion.text.strip()}, namespace),
+                                    verbatim=("{input}",)) if template.takes_input else expansion
+            expansion = joined(expansion, filled, note=f"template: {template.name}")
         prompt = expansion.text.strip()
         if not prompt:
             raise UsageError(f"The prompt is empty once {', '.join(expansion.names)} expanded: nothing to send.")
-        self._ask(options, prompt, expansion)
+        if options.context:  # after the prompt, each variable under its name
+            prompt = f"{prompt}\n\n{self._context(options)}"
+            expansion = joined(expansion, note=f"context: {', '.join(options.context)}")
+        if len(options.models) > 1:  # -m A -m B: every model at once, side by side
+            from .compare_view import compare
+
+            compare(self, options, prompt, expansion)
+        else:
+            self._ask(options, prompt, expansion)
         return None  # the reply is already on screen: no Out[]
+
+    def _expanded(self, text: str, namespace: Mapping[str, Any], verbatim: tuple[str, ...] = ()) -> Expansion:
+        """``text`` expanded, a DataFrame described and a long value cut to ``context_budget``; a
+        value that cannot be written out fails the cell here, in one line, before anything is sent."""
+        from .context import CHARS_PER_TOKEN, Describer
+
+        describer = Describer(self.context_budget * CHARS_PER_TOKEN, verbatim=verbatim)
+        expansion = expand(text, namespace, token=find_token(), describe=describer)
+        describer.check()
+        return replace(expansion, notes=expansion.notes + describer.notes())
+
+    def _context(self, options: CellOptions) -> str:
+        """What ``--context`` adds after the prompt ("" without it)."""
+        if not options.context:
+            return ""
+        from .context import CHARS_PER_TOKEN, context_block
+
+        return context_block(options.context, self.user_namespace(), self.context_budget * CHARS_PER_TOKEN,
+                             token=find_token())
+
+    def _saved_template(self, name: str) -> Template:
+        store = self.template_store()
+        found = store.template(name)  # a StoreError is one line already
+        if found is None:
+            raise UsageError(f"There is no template {name!r} in {store.path}; %replicate template lists them, "
+                             f"%replicate template {name} saves the last %%replicate cell as {name}.")
+        return Template.of(found)
+
+    def template_store(self) -> LogStore:
+        """Where templates live: the local log's file (``log_path``), also when logging is off."""
+        from .journal import shared_log
+
+        return shared_log(self.log_path)
 
     # -- one turn -----------------------------------------------------------------------------
 
-    def _ask(self, options: CellOptions, prompt: str, expansion: Expansion) -> None:
+    def ask_shown(self, prompt: str, options: CellOptions, expansion: Expansion | None = None) -> Any:
+        """One turn shown as a cell's is (``replicate_magic.ask``, ``%replicate fix``); what ``-o``
+        would get. ``expansion`` names what the line under the reply says was expanded."""
+        return self._ask(options, prompt, expansion or Expansion(prompt))
+
+    def _ask(self, options: CellOptions, prompt: str, expansion: Expansion) -> Any:
         """Build the request, open the output area, run the turn, then publish its result."""
         from .display import LiveReply  # not at %load_ext: warm_up imports these meanwhile
         from .request import Configured, build_request
 
         request = build_request(prompt, options, Configured.of(self), cell_id=self._turn_key(),
-                                notebook=self._notebook())
-        request = self._with_files(request)
+                                notebook=self.notebook_path())
+        request = self.with_answer(self.with_files(request), options)
         fmt = options.format or self.output_format
-        reply = LiveReply(fmt, rich=self._rich())
+        # -f code: the reply shows as Markdown, then its code goes into a new cell.
+        reply = LiveReply("markdown" if fmt == "code" else fmt, rich=self._rich())
         reply.start(status=f"asking {request.model}…")
-        result, metrics = self._run_turn(request, reply)
+        try:
+            result, metrics = self._run_turn(request, reply)
+        except InvalidAnswerError as error:  # -o keeps what the model said, to look at or fix by hand
+            if options.out:
+                self._shell().user_ns[options.out] = error.raw
+                error.args = (f"{error} {options.out} holds the reply's text.",)
+            raise
         if options.out:
             self._shell().user_ns[options.out] = result.value
-        self._show_result_line(result, metrics, expansion, reply)
+        said = []
+        if fmt == "code":
+            from .notebook_context import code_into_new_cell
+
+            said.append(code_into_new_cell(self._shell(), result.text))
+        self._show_result_line(result, metrics, expansion, reply, said)
+        return result.value
 
     def _run_turn(self, request: TurnRequest, reply: LiveReply) -> tuple[TurnResult, Metrics | None]:
         """The turn on the private loop; any failure finishes the area and is one line."""
         from .cancels import StopReport
-        from .chat import ChatSession
         from .loop import shared_loop
 
-        session = ChatSession(log=self.log_store(), prices=self.prices)
+        session = self.chat_session()
         answered: list[TurnResult] = []  # set once the reply is complete and recorded
         stops = StopReport()  # what became of any cancel this turn needed: told, never assumed
 
         async def turn() -> Metrics | None:
             with stops.watching():
-                result = await session.ask(request, on_token=reply.append, on_log=reply.status)
+                result = await session.ask(request, on_token=reply.append, on_log=reply.status,
+                                           on_retry=lambda reason: _asking_again(reply, reason))
             answered.append(result)
             # The whole reply shows now; the metrics request is already under way.
             if result.files is not None:
@@ -199,7 +340,7 @@ class ReplicateMagics(Magics):
         return answered[0], metrics
 
     def _show_result_line(self, result: TurnResult, metrics: Metrics | None, expansion: Expansion,
-                          reply: LiveReply) -> None:
+                          reply: LiveReply, said: list[str] | None = None) -> None:
         from .display import result_notes, show_line
 
         notes = result_notes(result, metrics) if metrics is not None else list(result.adjusted)
@@ -207,17 +348,65 @@ class ReplicateMagics(Magics):
             notes.append(f"expanded: {', '.join(expansion.names)}")
         if expansion.withheld:
             notes.append(f"not expanded, since the value holds the API token: {', '.join(expansion.withheld)}")
+        notes += expansion.notes  # described or cut to the context budget, --context, a template
+        notes += said or []  # -f code: where the code went
         if notes:
             show_line(" · ".join(notes), reply.fmt, rich=reply.rich)
 
-    def _with_files(self, request: TurnRequest) -> TurnRequest:
+    # -- what the Python API and --each use -----------------------------------------------------
+
+    def chat_session(self) -> ChatSession:
+        """A session that logs and prices as this magic's %config says."""
+        from .chat import ChatSession
+
+        return ChatSession(log=self.log_store(), prices=self.prices)
+
+    def user_namespace(self) -> dict[str, Any]:
+        return self._shell().user_ns if self.shell is not None else {}
+
+    def input_history(self) -> list[str]:
+        """What the user typed in each cell, for ``{In[n]}``."""
+        history = getattr(self.shell, "history_manager", None)
+        return list(history.input_hist_raw) if history is not None else []
+
+    def rich_output(self) -> bool:
+        return self._rich()
+
+    def notebook_path(self) -> str | None:
+        return self._notebook() if self.shell is not None else None
+
+    def with_files(self, request: TurnRequest) -> TurnRequest:
         """The request with its -i @ files and --image read now (variables as they are now);
         a missing file or variable fails the cell here, before anything is sent."""
         from dataclasses import replace
 
         from .uploads import load_files
 
-        return replace(request, settings=load_files(request.settings, self._shell().user_ns))
+        return replace(request, settings=load_files(request.settings, self.user_namespace() or None))
+
+    def with_answer(self, request: TurnRequest, options: CellOptions) -> TurnRequest:
+        """The request with the JSON answer ``-f json`` or ``--schema NAME`` asks for, the schema
+        read from the variable now; one that cannot be right fails the cell here, before anything
+        is sent."""
+        if options.format != "json" and options.schema is None:
+            return request
+        from dataclasses import replace
+
+        from .structured import AnswerFormat, answer_format
+
+        answer = AnswerFormat()
+        name = options.schema
+        if name is not None:
+            namespace = self.user_namespace()
+            if name not in namespace:
+                raise InvalidRequestError(
+                    f"--schema {name}: no variable {name!r} in the notebook; define it first (a JSON Schema dict, "
+                    "a pydantic model class, or a compact string such as 'name str, age int, tags list[str]')")
+            try:
+                answer = answer_format(namespace[name], name)
+            except ValueError as error:
+                raise InvalidRequestError(f"--schema {name}: {error}. Nothing was sent.") from None
+        return replace(request, settings=replace(request.settings, answer=answer))
 
     def log_store(self) -> LogStore | None:
         """The local log as configured (``log``, ``log_path``), or None when it is off."""
@@ -239,3 +428,12 @@ class ReplicateMagics(Magics):
     def _rich(self) -> bool:
         """Notebooks (a kernel) get a live Markdown area; terminal IPython gets streamed text."""
         return type(self.shell).__module__.startswith("ipykernel")
+
+
+def _asking_again(reply: LiveReply, reason: str) -> None:
+    """A JSON answer was invalid and is asked for again: the new one replaces it on screen (in a
+    terminal, where printed text stays, it follows on a line of its own)."""
+    if not reply.rich and reply.text:
+        print(flush=True)
+    reply.text = ""
+    reply.status(f"the answer was not valid ({reason}); asking again…")

@@ -26,11 +26,13 @@ from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from .attachments import FileSource, parse_source
+from .catalog import resolve_model
 from .conversation import CHAT_NAME, CHAT_NAME_RULE
 from .inputs import DEPLOYMENT_PREFIX, parse_model
 from .settings import SETTINGS, Setting
 
-__all__ = ["CellOptions", "flag_parser", "options_from", "parse_cell_options", "replicate_arguments"]
+__all__ = ["CellOptions", "MAX_MODELS", "flag_parser", "line_over", "model_names", "options_from",
+           "parse_cell_options", "replicate_arguments"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -98,12 +100,38 @@ def _model_name(value: str) -> str:
     return value
 
 
+MAX_MODELS = 6  # side by side: more columns than this are too narrow to read
+
+
+def model_names(values: list[str]) -> tuple[str, ...]:
+    """Every ``-m`` given, in order: each a valid name, each model once (an alias and the name
+    it stands for are the same model), at most ``MAX_MODELS``."""
+    names = tuple(_model_name(value) for value in values)
+    seen: dict[str, str] = {}
+    for name in names:
+        model = resolve_model(name)
+        if model in seen:
+            same = "" if seen[model] == name else f" (as {seen[model]} and {name})"
+            raise ValueError(f"{model} is given twice{same}; side by side, name each model once")
+        seen[model] = name
+    if len(names) > MAX_MODELS:
+        raise ValueError(f"{len(names)} models; at most {MAX_MODELS} fit side by side")
+    return names
+
+
 def _variable_name(value: str) -> str:
     if not value.isidentifier() or keyword.iskeyword(value):
         raise ValueError(f"invalid value {value!r} (allowed: a Python variable name)")
     if value in _IPYTHON_NAMES or _IPYTHON_NUMBERED.fullmatch(value) or hasattr(builtins, value):
         raise ValueError(f"invalid value {value!r}: a name Python or IPython already uses; choose another")
     return value
+
+
+def _context_names(values: list[str]) -> tuple[str, ...]:
+    for value in values:
+        if not value.isidentifier() or keyword.iskeyword(value):
+            raise ValueError(f"invalid value {value!r} (allowed: a Python variable name)")
+    return tuple(dict.fromkeys(values))  # each once, in order
 
 
 def _stop_list(values: list[str]) -> tuple[str, ...]:
@@ -166,9 +194,12 @@ def _image_sources(values: list[str]) -> tuple[FileSource, ...]:
 class CellOptions:
     """What one ``%%replicate`` line asked for. ``None`` means "not given": use the config."""
 
-    model: str | None = _option(
-        "-m", "--model", metavar="MODEL", help=SETTINGS["model"].help,
-        rule=_model_name,
+    # Repeatable: several -m ask every model the same prompt, side by side (compare.py).
+    models: tuple[str, ...] = _option(
+        "-m", "--model", action="append", metavar="MODEL", rule=model_names, default=(),
+        help=SETTINGS["model"].help + "; repeat it (-m A -m B, up to 6) to ask every model at once "
+        "and see the replies side by side, with their metrics: -o then gets a dict model -> reply "
+        "(None for one that failed), the history is sent to each and nothing is recorded",
     )
     temperature: float | None = _option("-t", "--temperature", setting=SETTINGS["temperature"])
     top_p: float | None = _option("--top-p", setting=SETTINGS["top_p"])
@@ -208,7 +239,21 @@ class CellOptions:
     no_expand: bool = _option(
         "--no-expand", action="store_true", default=False,
         help="send the cell as typed; by default, outside code only, {name}, {In[n]} and "
-        "{Out[n]} become their values and {{name}} becomes {name}",
+        "{Out[n]} become their values, {Err} the most recent error's traceback and {Err[n]} that of "
+        "cell n, and {{name}} becomes {name}",
+    )
+    context: tuple[str, ...] = _option(
+        "--context", action="append", metavar="NAME", rule=_context_names, default=(),
+        help="add the variable NAME after the prompt, under its name, within context_budget tokens (about 4 "
+        "characters each): a DataFrame or Series as its shape, columns and dtypes, first rows and a numeric "
+        "summary, a dict or list as JSON cut to fit, a long string cut with a note, anything else its repr; "
+        "repeatable; a missing variable, or one that cannot be written out, fails the cell before anything is sent",
+    )
+    template: str | None = _option(
+        "-T", "--template", metavar="NAME", rule=_matching(CHAT_NAME, CHAT_NAME_RULE),
+        help="run the saved template NAME (saved by %%replicate template NAME from the last cell run): "
+        "the cell's text fills its {input} (or follows its prompt when it has none), its flags apply and "
+        "the flags on this line win (-i and --context add to its own)",
     )
     cache: bool = _option(
         "--cache", action="store_true", default=False,
@@ -224,15 +269,44 @@ class CellOptions:
         help="also store the reply in this variable: its text, or for a model that makes files, "
         "the file (or a list of them) with .url, .content_type, .read() and .save(path)",
     )
+    each: str | None = _option(
+        "--each", metavar="NAME", rule=_variable_name,
+        help="ask once per element of the variable NAME (a list, dict, pandas Series or DataFrame...): the "
+        "cell is a template in which {item} is the element, {index} its key and {column} a field of a row; "
+        "items are independent (no history), -o gets the replies in order (None where one failed)",
+    )
+    concurrency: int | None = _option("--concurrency", setting=SETTINGS["concurrency"], metavar="N")
+    yes: bool = _option(
+        "--yes", action="store_true", default=False,
+        help="run an --each batch of more than 1,000 items (without it, such a batch only says what it would do)",
+    )
     save: str | None = _option(
         "--save", metavar="DIR",
         help="also write each output file to this directory, as <prediction id>-<name>",
     )
     format: str | None = _option(
-        "-f", "--format", choices=FORMATS, metavar="markdown|text",
-        help="show the reply as Markdown or plain text",
+        "-f", "--format", choices=(*FORMATS, "code", "json"), metavar="markdown|text|code|json",
+        help="show the reply as Markdown or plain text; code: as Markdown, and its first fenced code block "
+        "(the whole reply when it has none) goes into a new cell below (in terminal IPython, the next prompt); "
+        "json: the model is asked for JSON only, the reply shows as text and is read as JSON (a ```json block, "
+        "else the JSON value in it, text around it left out): -o gets the Python object, and a reply with no "
+        "JSON is asked again once, then fails; code and json are for this cell only, not an output_format setting",
+    )
+    schema: str | None = _option(
+        "--schema", metavar="NAME", rule=_variable_name,
+        help="answer in JSON that follows the schema in the variable NAME: a JSON Schema dict, a pydantic model "
+        "class (-o then gets its instance) or a compact string such as 'name str, age int, tags list[str]' "
+        "(str, int, float, bool, list[T]; 'name? str' may be null); sent in the model's own structured-output "
+        "input (json_schema, response_format...) where its schema declares one, else in the prompt; the answer "
+        "is checked, an invalid one is asked again once with what is wrong, and a second failure is one line, "
+        "-o keeping the reply's text (implies -f json)",
     )
     timeout: float | None = _option("--timeout", setting=SETTINGS["timeout"], metavar="SECONDS")
+
+    @property
+    def model(self) -> str | None:
+        """The (first) model asked for, None when no -m was given: the configured one applies."""
+        return self.models[0] if self.models else None
 
 
 def _flags() -> list[tuple[Field[Any], _Flag]]:
@@ -279,6 +353,47 @@ def options_from(namespace: argparse.Namespace) -> CellOptions:
             given[f.name] = flag.rule(value)
         except ValueError as err:
             raise UsageError(f"argument {'/'.join(flag.names)}: {err}") from None
+    options = CellOptions(**given)
+    _check_answer_flags(options)
+    return options
+
+
+def _check_answer_flags(options: CellOptions) -> None:
+    """-f json and --schema want one JSON answer: no other format, one model."""
+    if options.schema is not None and options.format not in (None, "json"):
+        raise UsageError(f"argument --schema: asks for a JSON answer, and -f {options.format} for another "
+                         "kind; leave -f out or use -f json")
+    if (options.schema is not None or options.format == "json") and len(options.models) > 1:
+        raise UsageError("argument -f/--format: a JSON answer (-f json, --schema) takes one model; with several "
+                         "-m the replies are shown side by side as text")
+
+
+# Taken from Python as they are (the flags' rules parse their command-line text).
+_AS_GIVEN = {"inputs": lambda v: MappingProxyType(dict(v)),
+             "stop": lambda v: (v,) if isinstance(v, str) else tuple(str(s) for s in v)}
+# Flags that have no meaning for a call from Python.
+_NOT_FROM_PYTHON = {"out", "each", "images", "format", "context", "template", "schema"}
+
+
+def options_of(values: Mapping[str, Any]) -> CellOptions:
+    """Options given as Python keywords (``replicate_magic.ask``/``map``), checked by the same
+    rules as the flags; a bad value raises ValueError naming it, an unknown name TypeError."""
+    if "model" in values:  # one model, as Python names it: the -m flag's field holds them all
+        values = {**{k: v for k, v in values.items() if k != "model"},
+                  **({"models": [values["model"]]} if values["model"] is not None else {})}
+    flags = {f.name: flag for f, flag in _flags()}
+    unknown = sorted(set(values) - set(flags) | set(values) & _NOT_FROM_PYTHON)
+    if unknown:
+        allowed = ", ".join(sorted(set(flags) - _NOT_FROM_PYTHON - {"models"} | {"model"}))
+        raise TypeError(f"unknown setting {', '.join(unknown)}; the settings are: {allowed}")
+    given: dict[str, Any] = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        try:
+            given[name] = _AS_GIVEN[name](value) if name in _AS_GIVEN else flags[name].rule(value)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{name}: {err}") from None
     return CellOptions(**given)
 
 
@@ -301,6 +416,47 @@ def parse_cell_options(line: str) -> CellOptions:
     namespace, extra = _cell_parser.parse_known_args(argv)
     _reject_extra(extra)
     return options_from(namespace)
+
+
+# Flags whose values a line adds to a template's rather than replacing them.
+_ADDED = {"inputs", "context"}
+
+
+def line_over(base: str, line: str) -> str:
+    """The ``%%replicate`` line that ``line`` over ``base`` (a template's line) means, as one line.
+
+    A flag that ``line`` gives wins over the same flag of ``base``; ``-i`` pairs merge key by
+    key (``line``'s win) and ``--context`` names add up; every other flag of ``base`` stays.
+    ``-T`` itself is left out. Each line is checked first, as ``parse_cell_options`` checks one.
+    """
+    parse_cell_options(base)
+    parse_cell_options(line)
+    parser = flag_parser("%%replicate", add_help=False)
+    under, _ = parser.parse_known_args(shlex.split(base))
+    over, _ = parser.parse_known_args(shlex.split(line))
+    words: list[str] = []
+    for f, flag in _flags():
+        mine, theirs = getattr(over, f.name, None), getattr(under, f.name, None)
+        if f.name == "template":
+            continue
+        if f.name in _ADDED and mine and theirs:
+            if f.name == "inputs":  # by key, in order: the base's keys first, the line's values win
+                pairs = {pair.partition("=")[0]: pair for pair in [*theirs, *mine]}
+                value: Any = list(pairs.values())
+            else:
+                value = list(dict.fromkeys([*theirs, *mine]))
+        else:
+            value = theirs if mine is None or mine is False else mine  # not given: None (False for a switch)
+        long = next(name for name in flag.names if name.startswith("--"))
+        if value is None or value is False:
+            continue
+        if value is True:
+            words.append(long)
+        elif isinstance(value, list):
+            words += [f"{long}={item}" for item in value]
+        else:
+            words.append(f"{long}={value}")
+    return shlex.join(words)
 
 
 def _reject_extra(extra: list[str]) -> None:

@@ -27,6 +27,7 @@ from ipywidgets import (
     HBox,
     HTMLMath,
     Layout,
+    Text,
     Textarea,
     VBox,
 )
@@ -36,8 +37,8 @@ from .catalog import KNOWN_MODELS
 from .chat import ChatSession
 from .conversation import Turn
 from .magics import loaded_magics
-from .panel_model import FAILED, STOPPED, Draft, PanelModel
-from .render import StreamingMarkdown, files_html, inline_html, markdown_html
+from .panel_model import FAILED, STOPPED, ColumnDraft, Comparison, Draft, PanelModel
+from .render import Column, StreamingMarkdown, columns_html, files_html, inline_html, markdown_html, plain_html
 from .settings import SETTINGS
 
 __all__ = ["ChatPanel"]
@@ -52,7 +53,9 @@ class ChatPanel(VBox):  # ipywidgets ships no type hints: VBox is Any to mypy
     """A chat with a model hosted on Replicate, in one conversation shared with the magic.
 
     ``settings`` are ``PanelModel`` traits: ``model_name``, ``temperature``, ``max_tokens``,
-    ``system_prompt``, ``max_history``, ``default_inputs``, ``timeout``, ``connect_timeout``;
+    ``system_prompt``, ``max_history``, ``default_inputs``, ``timeout``, ``connect_timeout``,
+    ``compare_with`` (more models, comma-separated: each message then goes to all of them, and
+    their replies stream side by side; none is recorded in the conversation);
     those not given follow the magic's ``%config`` when the extension is loaded.
     ``panel.model`` drives the panel from code: ``panel.model.send("Hi")``, then
     ``await panel.model.wait()``.
@@ -63,6 +66,7 @@ class ChatPanel(VBox):  # ipywidgets ships no type hints: VBox is Any to mypy
         self._links: list[link] = []
         self._after_cell: Callable[[], None] | None = None
         self._draft_markdown = StreamingMarkdown()  # the live reply re-renders only its open blocks
+        self._column_markdown: list[StreamingMarkdown] = []  # the same, per column of a comparison
         if model is None:
             model = PanelModel(session=_session(), chat=chat, **{**_configured(), **settings})
         self.model = model
@@ -79,6 +83,10 @@ class ChatPanel(VBox):  # ipywidgets ships no type hints: VBox is Any to mypy
             options=KNOWN_MODELS, ensure_option=False, description="Model", placeholder="owner/name",
             style=wide, layout=Layout(flex="1 1 300px"),
         )
+        # Side by side: more models for the same message, each in its own column.
+        self._compare = Text(description="Compare with", placeholder="more models, comma-separated",
+                             style=wide, layout=Layout(flex="1 1 260px"),
+                             tooltip="ask these models too, side by side; no reply is recorded in the conversation")
         temperature, max_tokens = SETTINGS["temperature"], SETTINGS["max_tokens"]
         self._temperature = FloatSlider(
             min=temperature.low, max=temperature.slider_high, step=0.05, description="Temperature", style=wide,
@@ -116,7 +124,7 @@ class ChatPanel(VBox):  # ipywidgets ships no type hints: VBox is Any to mypy
         self._status.add_class("replicate-chat-status")
         self.children = [
             self._title,
-            HBox([self._picker, self._temperature, self._max_tokens],
+            HBox([self._picker, self._compare, self._temperature, self._max_tokens],
                  layout=Layout(width="100%", flex_flow="row wrap")),
             self._system,
             conversation,
@@ -130,6 +138,7 @@ class ChatPanel(VBox):  # ipywidgets ships no type hints: VBox is Any to mypy
         model = self.model
         self._links = [
             link((model, "model_name"), (self._picker, "value")),
+            link((model, "compare_with"), (self._compare, "value")),
             link((model, "temperature"), (self._temperature, "value")),
             link((model, "max_tokens"), (self._max_tokens, "value")),
             link((model, "system_prompt"), (self._system, "value")),
@@ -142,7 +151,7 @@ class ChatPanel(VBox):  # ipywidgets ships no type hints: VBox is Any to mypy
         model.observe(self._on_chat_changed, names="chat")
         model.observe(self._on_turns_changed, names="turns")
         model.observe(self._on_made_changed, names="made")
-        model.observe(self._on_draft_changed, names="draft")
+        model.observe(self._on_draft_changed, names=["draft", "comparison"])
         model.observe(self._on_status_changed, names=["status", "error"])
         model.observe(self._on_busy_changed, names="busy")
         for handler in (self._on_chat_changed, self._on_turns_changed, self._on_made_changed, self._on_draft_changed,
@@ -189,7 +198,13 @@ class ChatPanel(VBox):  # ipywidgets ships no type hints: VBox is Any to mypy
         self._on_turns_changed(None)
 
     def _on_draft_changed(self, change: Any) -> None:
-        self._live.value = render_draft(self.model.draft, self._draft_markdown)
+        comparison = self.model.comparison
+        if comparison is None:
+            self._live.value = render_draft(self.model.draft, self._draft_markdown)
+            return
+        while len(self._column_markdown) < len(comparison.columns):
+            self._column_markdown.append(StreamingMarkdown())
+        self._live.value = render_comparison(comparison, self._column_markdown)
 
     def _on_status_changed(self, change: Any) -> None:
         css = "rm-status rm-error" if self.model.error else "rm-status"
@@ -256,6 +271,22 @@ def render_draft(draft: Draft | None, stream: StreamingMarkdown | None = None) -
     reply = stream.render(body) if stream is not None else markdown_html(body)
     return (_message("You", markdown_html(draft.prompt), user=True)
             + _message(draft.model, reply, note=_NOTES.get(draft.note, "")))
+
+
+def render_comparison(comparison: Comparison, streams: list[StreamingMarkdown] | None = None) -> str:
+    """The prompt, then each model's reply in its own column, with its line under it."""
+    columns = [Column(c.model, _column_body(c, streams[i] if streams else None), c.note, c.failed)
+               for i, c in enumerate(comparison.columns)]
+    return _message("You", markdown_html(comparison.prompt), user=True) + columns_html(columns, comparison.note)
+
+
+def _column_body(column: ColumnDraft, stream: StreamingMarkdown | None) -> str:
+    if not column.reply:
+        waiting = column.status or ("" if column.done else "…")
+        return plain_html(waiting) if waiting else ""
+    if column.done or stream is None:
+        return markdown_html(column.reply)
+    return stream.render(column.reply)
 
 
 def render_made(made: tuple[Draft, ...]) -> str:

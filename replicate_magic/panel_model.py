@@ -18,23 +18,27 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from traitlets import Bool, HasTraits, Instance, Tuple, Unicode, observe, validate
 
 from .cancels import StopReport
+from .catalog import resolve_model
 from .chat import ChatSession, TurnResult
+from .compare import ModelOutcome, SideBySide, history_note
 from .display import FrameThrottle, result_notes
 from .errors import ReplicateMagicError
 from .files import FileOutput
 from .loop import shared_loop
-from .options import CellOptions
+from .options import CellOptions, model_names
 from .request import Configured, TurnRequest, build_request
 from .terminal import clean
+from .textparts import TextParts
 from .traits import setting_trait
 
-__all__ = ["Draft", "PanelModel"]
+__all__ = ["ColumnDraft", "Comparison", "Draft", "PanelModel"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,26 @@ class Draft:
     note: str = ""  # "" while streaming, else STOPPED or FAILED
     files: tuple[FileOutput, ...] = ()  # what a model that makes files made (in ``PanelModel.made``)
 
+
+@dataclass(frozen=True)
+class ColumnDraft:
+    """One model's column in a side-by-side exchange."""
+
+    model: str
+    reply: str = ""
+    status: str = ""  # stands in the column until the first token
+    note: str = ""  # under the reply: its metrics line, its error, or how it was stopped
+    failed: bool = False  # the note is an error
+    done: bool = False  # the reply is complete
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Several models' replies to one prompt, side by side; never part of the history."""
+
+    prompt: str
+    columns: tuple[ColumnDraft, ...]
+    note: str = ""  # under the columns: what each model was sent, and that nothing was recorded
 
 
 class PanelModel(HasTraits):
@@ -83,6 +107,10 @@ class PanelModel(HasTraits):
                         "image input (as --image); cleared when it is sent.")
     made = Tuple(help="Exchanges with models that make files (images, audio), newest last: shown, "
                  "not part of the conversation.")
+    compare_with = Unicode("", help="More models to ask with model_name, side by side: owner/name, comma-"
+                           "separated; each model gets the history and no reply is recorded. Empty: one model.").tag(
+        setting=True)
+    comparison = Instance(Comparison, allow_none=True, help="The last side-by-side exchange, streaming or done.")
 
     def __init__(self, session: ChatSession | None = None, **kwargs: Any) -> None:
         self.session = session if session is not None else ChatSession()
@@ -118,18 +146,35 @@ class PanelModel(HasTraits):
                 self._say("Type a message first.")
                 return None
             self.refresh()  # turns the magic recorded since count as history for this one
+            models = self._models()
+            if models is None:
+                return None
             request = self._request(prompt)
             self.attachments = ()  # sent with this message only, as the prompt box's text
             self.busy = True
             self._finished = concurrent.futures.Future()
-            self.draft = Draft(prompt, "", request.model)
-            self._say(f"asking {request.model}…")
+            work = self._start_compare(request, models) if len(models) > 1 else self._start_turn(request)
             try:
-                self._task = shared_loop().submit(self._run(request, self._finished))
+                self._task = shared_loop().submit(work)
             except BaseException:
+                work.close()
                 self.busy = False
                 raise
             return self._finished
+
+    def _start_turn(self, request: TurnRequest) -> Coroutine[Any, Any, TurnResult | None]:
+        self.comparison = None
+        self.draft = Draft(request.prompt, "", request.model)
+        self._say(f"asking {request.model}…")
+        return self._run(request, self._finished)
+
+    def _start_compare(self, request: TurnRequest, models: Sequence[str]) -> Coroutine[Any, Any, TurnResult | None]:
+        self.draft = None
+        columns = tuple(ColumnDraft(name, status=f"asking {name}…") for name in models)
+        self.comparison = Comparison(request.prompt, columns, history_note(self.session, request))
+        self._say(f"asking {len(models)} models side by side…")
+        requests = [replace(request, model=resolve_model(name)) for name in models]
+        return self._compare(requests, models, self._finished)
 
     def stop(self) -> None:
         """Cancel the running turn; its cleanup cancels the prediction on Replicate."""
@@ -222,6 +267,32 @@ class PanelModel(HasTraits):
             self._settle(finished, result, outcome)
         return result
 
+    async def _compare(self, requests: Sequence[TurnRequest], labels: Sequence[str],
+                       finished: concurrent.futures.Future[TurnResult | None]) -> TurnResult | None:
+        """Every model at once, into the columns of ``comparison``; nothing is recorded."""
+        run = SideBySide(self.session, requests, labels)
+        feed = _ColumnsFeed(self)
+        outcome: BaseException | None = None
+        try:
+            await run.run(feed)
+        except asyncio.CancelledError:  # Stop: each model's stream has cancelled its prediction
+            feed.close(lambda index: f"stopped: {run.outcomes[index].fate()}")
+            self._say(f"Stopped: {run.fates()}; no reply was recorded.")
+            raise
+        except Exception as error:  # a bug: show it, and keep it for whoever awaits the turn
+            log.exception("side-by-side panel turn failed")
+            feed.close(lambda index: "stopped by an unexpected error")
+            self._say(f"Unexpected error: {type(error).__name__}: {error}", error=True)
+            outcome = error
+        else:
+            feed.close()
+            replied = sum(done.result is not None for done in run.outcomes)
+            self._say(f"{replied} of {len(labels)} models replied (each column has its metrics); "
+                      "no reply was recorded", error=not replied)
+        finally:
+            self._settle(finished, None, outcome)
+        return None
+
     def _end_turn(self, note: str, reply: str, status: str, error: bool = False) -> None:
         if note:
             if self.draft is not None:
@@ -248,6 +319,17 @@ class PanelModel(HasTraits):
 
     # -- helpers ---------------------------------------------------------------------------
 
+    def _models(self) -> tuple[str, ...] | None:
+        """The model, then those to compare it with; None (the status says why) when they clash."""
+        others = [name.strip() for name in self.compare_with.split(",") if name.strip()]
+        if not others:  # one model: any mistake in its name is the turn's to report
+            return (self.model_name,)
+        try:
+            return model_names([self.model_name or resolve_model(None), *others])
+        except ValueError as error:
+            self._say(f"Compare with: {error}", error=True)
+            return None
+
     def _request(self, prompt: str) -> TurnRequest:
         # The controls are the request's own settings; the box's text becomes the
         # conversation's system prompt (on success), "" clears it.
@@ -264,6 +346,7 @@ class PanelModel(HasTraits):
     def _reset_conversation(self) -> None:
         problems = self.session.reset(self.chat)
         self.draft = None
+        self.comparison = None
         self.refresh()
         self._say(" · ".join([f"Conversation {self.chat!r} is empty now.", *problems]))
 
@@ -275,6 +358,7 @@ class PanelModel(HasTraits):
     @observe("chat")
     def _on_chat_changed(self, change: dict[str, Any]) -> None:
         self.draft = None
+        self.comparison = None
         self.refresh()
 
     @validate("chat")
@@ -285,3 +369,52 @@ class PanelModel(HasTraits):
 def _result_line(result: TurnResult) -> str:
     return " · ".join(result_notes(result))
 
+
+class _ColumnsFeed:
+    """Keeps ``PanelModel.comparison`` current while the models stream (a ``compare.Listener``):
+    one throttle for all the columns, so the widget gets at most a frame's worth of updates."""
+
+    def __init__(self, model: PanelModel) -> None:
+        assert model.comparison is not None
+        self._model = model
+        self._columns = list(model.comparison.columns)
+        self._texts = [TextParts() for _ in self._columns]
+        self._throttle = FrameThrottle(self._publish)
+
+    def token(self, index: int, text: str) -> None:
+        self._texts[index].append(text)
+        self._throttle.changed()
+
+    def status(self, index: int, line: str) -> None:
+        if not self._texts[index]:  # boot logs matter only until the reply starts
+            column = self._columns[index]
+            self._columns[index] = replace(column, status=clean(line).strip()[:200] or column.status)
+            self._throttle.changed()
+
+    def replied(self, index: int, outcome: ModelOutcome) -> None:
+        self._columns[index] = replace(self._columns[index], done=True, status="")
+        self._throttle.changed()
+
+    def ended(self, index: int, outcome: ModelOutcome) -> None:
+        column = self._columns[index]
+        if outcome.failure is not None:
+            column = replace(column, note=outcome.failure, failed=True)
+        elif outcome.result is not None:
+            column = replace(column, note=" · ".join(result_notes(outcome.result, outcome.metrics)))
+        self._columns[index] = replace(column, done=True, status="")
+        self._throttle.changed()
+
+    def close(self, stopped: Callable[[int], str] | None = None) -> None:
+        """The last update; ``stopped(index)`` notes a column that never ended."""
+        self._throttle.cancel()
+        for index, column in enumerate(self._columns):
+            if not column.note and stopped is not None:
+                self._columns[index] = replace(column, note=stopped(index), status="", done=True)
+        self._publish()
+
+    def _publish(self) -> None:
+        comparison = self._model.comparison
+        if comparison is None:  # cleared meanwhile (Clear, another conversation)
+            return
+        columns = tuple(replace(c, reply=t.value) for c, t in zip(self._columns, self._texts, strict=True))
+        self._model.comparison = replace(comparison, columns=columns)

@@ -90,6 +90,11 @@ def format_cost(cost: Cost | None) -> str:
     return f"{'≥' if cost.floor else '≈'} ${_amount(cost.amount)}"
 
 
+def format_cost_amount(amount: float) -> str:
+    """A total of estimates (a batch's): "≈ $0.0123"."""
+    return f"≈ ${_amount(amount)}"
+
+
 def entry_problem(entry: Any, hardware: Mapping[str, Any] | None = None) -> str | None:
     """Why ``entry`` cannot price anything (one sentence), or None when it can.
 

@@ -11,6 +11,12 @@ the entry does not exist or ``str()`` fails, and it is withheld (kept as typed a
 when its value equals or contains the API token. Any other brace (JSON and LaTeX, doubled or
 not, ``{ x }``, ``{a.b}``) stays as typed, and a value is never expanded again.
 
+``{Err}`` and ``{Err[n]}`` (the notebook's errors, ``errors_context.ErrorLookup``) are looked up
+like ``{name}`` and ``{Out[n]}``; a value whose type has ``_placeholder_text_()`` is worked out
+by it only for a placeholder outside code, and a lookup (or that text) that raises
+``InvalidRequestError`` refuses the whole prompt: ``{Err[99]}`` for a cell without an error
+must not be sent as typed, as if it meant nothing.
+
 How code is found: a CommonMark parser (markdown-it-py) decides, never a regex. Every
 candidate of our own syntax is found by ``_CANDIDATE``; a marker (a private-use character
 absent from the text, then the candidate's number in ASCII digits) is inserted just before
@@ -28,23 +34,25 @@ copy, and a placeholder there stays as typed. The candidates whose markers appea
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
+from .errors import InvalidRequestError
+
 if TYPE_CHECKING:  # markdown-it loads on the first expansion, not at %load_ext
     from markdown_it import MarkdownIt
     from markdown_it.token import Token
 
-__all__ = ["Expansion", "expand"]
+__all__ = ["Expansion", "expand", "names_used"]
 
 # Our syntax, read left to right. Doubled braces escape a placeholder ("{{name}}" is the text
 # "{name}") and nothing else, so the "}}" that ends nested JSON or LaTeX stays as typed.
 _CANDIDATE = re.compile(
-    r"\{\{(?P<escaped>(?:In|Out)\[-?\d+\]|[^\W\d]\w*)\}\}"
-    r"|\{(?:(?P<history>In|Out)\[(?P<index>-?\d+)\]|(?P<name>[^\W\d]\w*))\}"
+    r"\{\{(?P<escaped>(?:In|Out|Err)\[-?\d+\]|[^\W\d]\w*)\}\}"
+    r"|\{(?:(?P<history>In|Out|Err)\[(?P<index>-?\d+)\]|(?P<name>[^\W\d]\w*))\}"
 )
 _CODE_TOKENS = frozenset({"code_inline", "code_block", "fence"})
 _MISSING = object()
@@ -63,10 +71,14 @@ class Expansion:
     text: str
     names: tuple[str, ...] = ()
     withheld: tuple[str, ...] = ()
+    # Said on the line under the reply by the caller: values described or cut (context.py), --context.
+    notes: tuple[str, ...] = ()
 
 
-def expand(text: str, namespace: Mapping[str, Any], *, token: str | None = None) -> Expansion:
-    """Expand the placeholders of ``text`` that lie outside code. Nothing raises.
+def expand(text: str, namespace: Mapping[str, Any], *, token: str | None = None,
+           describe: Callable[[str, Any], str] | None = None) -> Expansion:
+    """Expand the placeholders of ``text`` that lie outside code. Nothing raises but a refusal
+    (below).
 
     Outside code, ``{name}`` becomes ``str()`` of that variable, ``{In[n]}`` the text of input
     ``In[n]`` and ``{Out[n]}`` the value ``Out[n]`` (negative ``n`` works where Python allows
@@ -77,6 +89,16 @@ def expand(text: str, namespace: Mapping[str, Any], *, token: str | None = None)
     it is withheld (kept as typed, listed in ``withheld``) when its value equals or contains
     ``token``, the API token (``None`` or empty: no check). Any other brace stays as typed,
     and a value is never expanded again.
+
+    ``describe``, when given, writes each value in place of ``str()``: it is called with the
+    placeholder as written (``"{df}"``) and the value, and returns the text to put there
+    (``context.Describer`` describes a DataFrame and cuts a long value to a budget). What it
+    returns is checked for the token like ``str()``'s text; when it raises, the placeholder
+    stays as typed, as when ``str()`` fails.
+
+    A refusal: a lookup, ``_placeholder_text_()``, ``str()`` or ``describe`` that raises
+    ``InvalidRequestError`` (``{Err[99]}``: cell 99 raised no error) for a placeholder outside
+    code makes ``expand`` raise it; inside code the placeholder stays as typed, as always.
     """
     candidates = list(_CANDIDATE.finditer(text))
     values = [_lookup(match, namespace) for match in candidates]
@@ -93,12 +115,17 @@ def expand(text: str, namespace: Mapping[str, Any], *, token: str | None = None)
         end = match.end()
         if value is _MISSING or number in in_code:
             pieces.append(written)
+        elif isinstance(value, _Refused):  # {Err[99]} outside code: say why, and send nothing
+            raise value.error
         elif match["escaped"] is not None:
             pieces.append(written[1:-1])
         else:
             try:  # a broken __str__ (or a str subclass with a broken `in`) must not fail the cell
-                shown = str(value)
+                value = _computed(value)
+                shown = str(value) if describe is None else describe(written, value)
                 leaks = token in shown if token else False
+            except InvalidRequestError:  # refused on purpose ({Err} with no error yet)
+                raise
             except Exception:
                 pieces.append(written)
                 continue
@@ -112,8 +139,46 @@ def expand(text: str, namespace: Mapping[str, Any], *, token: str | None = None)
     return Expansion("".join(pieces), tuple(names), tuple(withheld))
 
 
+class _Anything(Mapping[str, Any]):
+    """Every name is defined (as ""): what ``expand`` then expands is every placeholder outside code."""
+
+    def __getitem__(self, key: str) -> Any:
+        return ""
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+
+def names_used(text: str) -> tuple[str, ...]:
+    """The names of the ``{name}`` placeholders outside code, in order, each once (``{In[n]}``,
+    ``{Out[n]}`` and escaped ones are not names)."""
+    expanded = expand(text, _Anything()).names
+    return tuple(n[1:-1] for n in expanded if not n.startswith(("{In[", "{Out[")))
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """A lookup that refused the prompt (``Err[99]``): raised if the placeholder is outside code."""
+
+    error: InvalidRequestError
+
+
+def _computed(value: Any) -> Any:
+    """A value's ``_placeholder_text_()`` when its type has one (``Err``: the latest error,
+    worked out only for a placeholder outside code), else the value itself."""
+    text = getattr(type(value), "_placeholder_text_", None)
+    return text(value) if callable(text) else value
+
+
 def _lookup(match: re.Match[str], namespace: Mapping[str, Any]) -> Any:
-    """The value a candidate stands for, ``_MISSING`` when there is none; escapes are ``""``."""
+    """The value a candidate stands for, ``_MISSING`` when there is none; escapes are ``""``;
+    ``_Refused`` when the lookup raised ``InvalidRequestError`` (a cell without an error)."""
     if match["name"] is not None:
         try:
             return namespace.get(match["name"], _MISSING)
@@ -125,6 +190,8 @@ def _lookup(match: re.Match[str], namespace: Mapping[str, Any]) -> Any:
     try:
         history = namespace.get(match["history"])
         return history[int(match["index"])]  # type: ignore[index]
+    except InvalidRequestError as refusal:
+        return _Refused(refusal)
     except Exception:
         return _MISSING
 

@@ -24,6 +24,8 @@ fetch, and every name, size or reason around them is escaped text.
 status, a log line, a metrics line) and ``inline_html`` such text inside an element of the
 caller's, and ``StreamingMarkdown`` a reply that grows, re-rendering only the blocks that can
 still change.
+``columns_html`` sets several replies (already rendered here) side by side, each under its
+escaped label.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import base64
 import html
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -42,8 +45,8 @@ if TYPE_CHECKING:
     from markdown_it import MarkdownIt
     from markdown_it.token import Token
 
-__all__ = ["FILES_CSS", "SAFE_SCHEMES", "ShownFile", "StreamingMarkdown", "files_html", "inline_html",
-           "markdown_html", "plain_html"]
+__all__ = ["COLUMNS_CSS", "FILES_CSS", "SAFE_SCHEMES", "Column", "ShownFile", "StreamingMarkdown", "columns_html",
+           "files_html", "inline_html", "markdown_html", "plain_html"]
 
 SAFE_SCHEMES = ("http:", "https:", "mailto:")
 _LANGUAGE = re.compile(r"[\w+#.-]+")  # a fence's language, when it names one (a CSS class)
@@ -152,6 +155,43 @@ def _file_html(item: ShownFile, embed: bool) -> str:
         link = (f' <a href="{html.escape(item.url)}" target="_blank" rel="noopener noreferrer nofollow">'
                 "open</a>")
     return f'<figure class="rm-file"><figcaption>{caption}{link}</figcaption></figure>'
+
+
+COLUMNS_CSS = (".rm-columns { display: flex; flex-wrap: nowrap; gap: 12px; align-items: stretch; "
+               "overflow-x: auto; }\n"
+               ".rm-column { flex: 1 1 0; min-width: 220px; padding: 0 10px; "
+               "border-left: 3px solid var(--jp-border-color2, #ddd); }\n"
+               ".rm-column-head { font-weight: 600; margin: 2px 0 6px; overflow-wrap: anywhere; }\n"
+               ".rm-column .rm-error { color: var(--jp-error-color1, #c62828); }")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One reply among several shown side by side (``columns_html``)."""
+
+    label: str  # a model's name: text, escaped here
+    body_html: str  # the reply, rendered by this module (markdown_html, StreamingMarkdown, plain_html...)
+    note: str = ""  # the line under it (metrics, a status, an error): text, escaped here
+    failed: bool = False  # the note is an error
+
+
+def columns_html(columns: Sequence[Column], note: str = "") -> str:
+    """Replies in a row of columns, each under its label with its own line, and ``note`` (text)
+    under them all. A row wider than the output scrolls instead of stacking the columns."""
+    cells = "".join(_column_html(column) for column in columns)
+    under = plain_html(note) if note else ""
+    return f'<div class="rm-columns mathjax_ignore"><style>{COLUMNS_CSS}</style>{cells}</div>{under}'
+
+
+def _column_html(column: Column) -> str:
+    head = f'<div class="rm-column-head">{inline_html(column.label)}</div>'
+    if not column.note:
+        foot = ""
+    elif column.failed:
+        foot = plain_html(column.note, css="rm-error", style="span")
+    else:
+        foot = plain_html(column.note, css="rm-metrics", style="sub")
+    return f'<div class="rm-column">{head}{column.body_html}{foot}</div>'
 
 
 class StreamingMarkdown:

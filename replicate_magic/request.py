@@ -30,6 +30,7 @@ class TurnRequest:
     system: str | None = None  # becomes the conversation's system prompt when the turn succeeds
     new: bool = False  # start the conversation afresh (when the turn succeeds)
     use_history: bool = True  # False: send no history and record nothing
+    record: bool = True  # False: send the history but record nothing (a side-by-side turn)
     max_history: int | None = SETTINGS["max_history"].default
     cell_id: str | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -39,6 +40,7 @@ class TurnRequest:
     notebook: str | None = None  # the notebook's path, when the frontend tells it
     embed_limit: int = int(SETTINGS["embed_limit"].default * 1_000_000)  # bytes of an output file kept in memory
     save_dir: str | None = None  # also write each output file there
+    create_rate: int = SETTINGS["create_rate"].default  # the kernel's creates a minute (limiter.py)
 
 
 Replay = Literal["off", "on", "only", "refresh"]
@@ -59,6 +61,7 @@ class Configured:
     connect_timeout: float = _default("connect_timeout")
     cache: bool | str = _default("cache")
     embed_limit: float = _default("embed_limit")
+    create_rate: int = _default("create_rate")
 
     @classmethod
     def of(cls, source: Any) -> Configured:
@@ -90,6 +93,7 @@ def build_request(prompt: str, options: CellOptions, configured: Configured,
         notebook=notebook,
         embed_limit=int(configured.embed_limit * 1_000_000),
         save_dir=options.save,
+        create_rate=configured.create_rate,
     )
 
 

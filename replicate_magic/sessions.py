@@ -57,10 +57,16 @@ async def shared_session() -> aiohttp.ClientSession:
     return state.session
 
 
+_CONNECTIONS = 1200  # streams of a full batch, their creates and metrics requests, and the panel's
+
+
 def new_session() -> aiohttp.ClientSession:
     """A session as ours are made; the caller closes it (``shared_session`` is the usual way)."""
     # No cookies: nothing we talk to needs them, and none should carry from host to host.
-    return aiohttp.ClientSession(trust_env=False, cookie_jar=aiohttp.DummyCookieJar())
+    # A stream holds its connection for its whole length: aiohttp's default of 100 at once
+    # would queue the rest of a batch (at most 256 in flight) behind them.
+    connector = aiohttp.TCPConnector(limit=_CONNECTIONS)
+    return aiohttp.ClientSession(trust_env=False, cookie_jar=aiohttp.DummyCookieJar(), connector=connector)
 
 
 async def close_session() -> None:

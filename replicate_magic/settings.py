@@ -101,11 +101,18 @@ _DECLARED = [
             choices=("markdown", "text")),
     Setting("show_metrics", bool, True, "show a line with tokens, time to first token and speed after a reply"),
     Setting("expand_variables", bool, True, "replace {name} in the prompt with that variable's value"),
+    Setting("context_budget", int, 2000, "tokens (counted as 4 characters each) that one {name} value or "
+            "--context variable may take in the prompt: a DataFrame becomes a description of its shape, columns "
+            "and first rows, a longer value is cut with a note", low=50, high=1_000_000),
     Setting("log", bool, True, "write every exchange to the local log (never the API token)"),
     Setting("log_path", str, "", "the local log's file; empty: $REPLICATE_MAGIC_DB, else log.db in the "
             "user data directory"),
     Setting("cache", object, False, "replay a reply from the local log when it holds the same model and "
             "input; 'only': never ask Replicate, fail what is not in the log", choices=(False, True, "only")),
+    Setting("concurrency", int, 8, "predictions in flight at once for --each and replicate_magic.map",
+            low=1, high=256),
+    Setting("create_rate", int, 600, "prediction creates a minute for this kernel, all cells and batches "
+            "together (Replicate allows 600, fewer on a low balance); a 429 pauses them all", low=1),
     Setting("embed_limit", float, 20.0, "output files up to this many MB are embedded in the notebook "
             "(shown, and kept when it is saved); larger ones are saved to disk and linked", low=0),
     Setting("prices", dict, MappingProxyType({}), "price overrides over the bundled table, e.g. "

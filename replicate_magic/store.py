@@ -132,6 +132,14 @@ _MIGRATIONS: tuple[_Step, ...] = (
     ),
     # 3: the text index (_add_text_index, below: only where this SQLite has FTS5 with trigrams)
     lambda db: _add_text_index(db),
+    (  # 4: prompt templates saved by name (%replicate template NAME, %%replicate -T NAME)
+        """CREATE TABLE templates (
+            name TEXT PRIMARY KEY,
+            line TEXT NOT NULL,
+            prompt TEXT NOT NULL,
+            saved_at TEXT NOT NULL
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -222,6 +230,33 @@ class LogStore:
         with self._session() as db:
             db.execute("INSERT OR REPLACE INTO schemas (model, version, schema, saved_at) VALUES (?, ?, ?, ?)",
                        (scrub(model), scrub(version), text, utc_now()))
+
+    # -- prompt templates ------------------------------------------------------------------------
+
+    def save_template(self, name: str, line: str, prompt: str) -> None:
+        """Keep the ``%%replicate`` line and prompt ``name`` stands for (scrubbed of the token),
+        replacing a template of that name."""
+        scrub = _Scrubber.now()
+        with self._session() as db:
+            db.execute("INSERT OR REPLACE INTO templates (name, line, prompt, saved_at) VALUES (?, ?, ?, ?)",
+                       (name, scrub(line), scrub(prompt), utc_now()))
+
+    def template(self, name: str) -> dict[str, str] | None:
+        """``{"name", "line", "prompt", "saved_at"}`` of template ``name``, or None."""
+        with self._session() as db:
+            row = db.execute("SELECT name, line, prompt, saved_at FROM templates WHERE name = ?", (name,)).fetchone()
+        return None if row is None else dict(zip(("name", "line", "prompt", "saved_at"), row, strict=True))
+
+    def templates(self) -> list[dict[str, str]]:
+        """Every template, by name."""
+        with self._session() as db:
+            rows = db.execute("SELECT name, line, prompt, saved_at FROM templates ORDER BY name").fetchall()
+        return [dict(zip(("name", "line", "prompt", "saved_at"), row, strict=True)) for row in rows]
+
+    def delete_template(self, name: str) -> bool:
+        """Forget template ``name``; whether there was one."""
+        with self._session() as db:
+            return db.execute("DELETE FROM templates WHERE name = ?", (name,)).rowcount > 0
 
     # -- reading -------------------------------------------------------------------------------
 

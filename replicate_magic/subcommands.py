@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from IPython.core.error import UsageError
 
 from .catalog import KNOWN_MODELS, MODEL_ALIASES
-from .conversation import kernel_store
+from .conversation import CHAT_NAME, CHAT_NAME_RULE, kernel_store
+from .environment import find_token
 from .terminal import clean
 
 if TYPE_CHECKING:
@@ -167,6 +168,54 @@ class Subcommands:
         """``~``, ``$var`` and ``{var}`` in a path, as IPython expands other magics' lines."""
         return os.path.expanduser(self.magics.shell.var_expand(path) if self.magics.shell is not None else path)
 
+    def _cmd_template(self, args: list[str]) -> Any:
+        """``template`` lists them; ``template NAME`` saves the last %%replicate cell as NAME;
+        ``--replace``, ``--show`` and ``--delete`` do what they say."""
+        from .templates import Template
+
+        usage = "template [NAME] [--replace | --show | --delete]"
+        switches = [a for a in args if a.startswith("-")]
+        names = [a for a in args if not a.startswith("-")]
+        unknown = [a for a in switches if a not in ("--replace", "--show", "--delete")]
+        if unknown or len(switches) > 1 or len(names) > 1 or (switches and not names):
+            raise UsageError(f"Usage: %replicate {usage}" + (f" (unknown: {' '.join(unknown)})" if unknown else ""))
+        store = self.magics.template_store()
+        if not names:
+            rows = [[t.name, t.line or "(no flags)", _short(t.prompt, 60), t.saved_at[:16].replace("T", " ")]
+                    for t in map(Template.of, store.templates())]
+            return _Table(["template", "flags", "prompt", "saved (UTC)"], rows,
+                          "No templates yet: run a %%replicate cell, then %replicate template NAME saves it.")
+        name, switch = names[0], (switches or [""])[0]
+        if not CHAT_NAME.fullmatch(name):
+            raise UsageError(f"Invalid template name {name!r} (allowed: {CHAT_NAME_RULE})")
+        found = store.template(name)
+        if switch in ("--show", "--delete") and found is None:
+            raise UsageError(f"There is no template {name!r} in {store.path}; %replicate template lists them.")
+        if switch == "--show":
+            assert found is not None
+            return _Text(f"%%replicate {found['line']}".rstrip() + "\n" + found["prompt"])
+        if switch == "--delete":
+            store.delete_template(name)
+            print(f"Deleted template {name!r}.")
+            return None
+        if self.magics.last_cell is None:
+            raise UsageError(f"No %%replicate cell has run in this kernel yet: run one, then %replicate template "
+                             f"{name} saves its line and prompt.")
+        if found is not None and switch != "--replace":
+            raise UsageError(f"Template {name!r} exists (saved {found['saved_at'][:16].replace('T', ' ')} UTC); "
+                             f"%replicate template {name} --replace replaces it with the last cell.")
+        line, prompt = self.magics.last_cell
+        token = find_token()
+        if token and (token in line or token in prompt):
+            raise UsageError("The last cell holds the API token, which is never stored: not saved.")
+        store.save_template(name, line, prompt)
+        saved = Template(name, line, prompt)
+        slot = ("its {input} is the cell's text" if saved.takes_input else
+                "it has no {input}: the cell's text follows its prompt")
+        print(f"Saved template {name!r} ({saved.described()}) in {store.path}. "
+              f"Run it with %%replicate -T {name}; {slot}.")
+        return None
+
     def _cmd_models(self, args: list[str]) -> Any:
         _one_name(args, "models", most=0)
         aliases = {model: [a for a, m in MODEL_ALIASES.items() if m == model] for model in KNOWN_MODELS}
@@ -181,11 +230,16 @@ class Subcommands:
 
         return ChatPanel(chat=name)  # it takes this magic's %config settings
 
+    def _cmd_fix(self, args: list[str]) -> None:
+        from .notebook_context import ask_fix
+
+        ask_fix(self.magics, args)  # the reply is on screen (and -f code's cell below): no Out[]
+
 
 _HISTORY_TURNS = 20  # turns %replicate history shows unless -n says otherwise
 _HISTORY_CHARS = 20_000  # of one message
 
-_SUBCOMMANDS = ("history", "reset", "chats", "export", "load", "models", "panel", "log", "restore")
+_SUBCOMMANDS = ("history", "reset", "chats", "export", "load", "models", "panel", "log", "restore", "template", "fix")
 _SUBCOMMAND_HELP = """\
 %%replicate [options]   ask a model; the cell is the prompt (%%replicate? lists the options)
 %replicate history [NAME] [-n TURNS]  show a conversation's last 20 turns (-n 0: all)
@@ -196,7 +250,10 @@ _SUBCOMMAND_HELP = """\
 %replicate export FILE [NAME] [--force]  save a conversation as JSON (--force: replace FILE)
 %replicate load FILE [NAME] [--replace]  load a conversation from JSON (--replace: over a non-empty one)
 %replicate models              models known by name
-%replicate panel [NAME]        a chat panel on that conversation (shared with -c NAME)"""
+%replicate template [NAME]     list templates, or save the last %%replicate cell as NAME (then: %%replicate -T NAME)
+%replicate template NAME --replace | --show | --delete  replace, print or forget a template
+%replicate panel [NAME]        a chat panel on that conversation (shared with -c NAME)
+%replicate fix [N] [-m MODEL] [-f code]  explain the last error (or cell N's), propose a fix (-f code: a new cell)"""
 
 
 def _short(text: str, most: int = 80) -> str:

@@ -12,7 +12,7 @@ from html.parser import HTMLParser
 
 from pygments.token import STANDARD_TYPES
 
-from replicate_magic.render import FILES_CSS, _code_css
+from replicate_magic.render import COLUMNS_CSS, FILES_CSS, _code_css
 
 _BLOCK = ("p", "div", "blockquote", "ul", "li", "table", "thead", "tbody", "tr", "hr", "br",
           "h1", "h2", "h3", "h4", "h5", "h6", "em", "strong", "s", "sub", "span", "pre", "code")
@@ -32,12 +32,12 @@ _SAFE_SRC = {
 }
 _CLASS = re.compile(
     r"rm-md|rm-plain|rm-code|rm-msg|rm-user|rm-status|rm-error|rm-note|rm-metrics|rm-role|rm-image-link|mathjax_ignore|mathjax_process"
-    r"|rm-files|rm-file|math|inline|display|language-[\w+#.-]+"
+    r"|rm-files|rm-file|rm-columns|rm-column|rm-column-head|math|inline|display|language-[\w+#.-]+"
 )
 _PYGMENTS_CLASSES = set(STANDARD_TYPES.values()) - {""}
 _SAFE_HREF = re.compile(r"(?:https?:|mailto:)", re.IGNORECASE)
 _STYLE = re.compile(r"text-align:(?:left|right|center)")
-_ALLOWED_CSS = {_code_css(), FILES_CSS}
+_ALLOWED_CSS = {_code_css(), FILES_CSS, COLUMNS_CSS}
 
 
 class _Checker(HTMLParser):

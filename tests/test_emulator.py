@@ -700,6 +700,17 @@ def test_responder_depends_on_prompt_conversation_and_settings() -> None:
         respond(gpt.ref, {}, gpt.properties)
 
 
+def test_responder_ends_with_a_python_block_when_asked_for_code_or_a_fix() -> None:
+    for prompt in ("Write code that adds two numbers.", "Please FIX this cell:\n1/0"):
+        text = respond(LLAMA, {"prompt": prompt}, LLAMA_PROPS)
+        _, block = text.split("\n\n```python\n")
+        assert block.endswith("\n```\n") and "```" not in block[:-5]
+        assert compile(block[:-5], "<reply>", "exec")  # it is Python
+        assert text == respond(LLAMA, {"prompt": prompt}, LLAMA_PROPS)
+    for prompt in ("Tell me about rivers", "A codex and a prefix"):  # whole words only
+        assert "```" not in respond(LLAMA, {"prompt": prompt}, LLAMA_PROPS)
+
+
 def test_responder_max_tokens_and_stop_sequences() -> None:
     assert len(tokenize(respond(LLAMA, {"prompt": "Hi", "max_tokens": 7}, LLAMA_PROPS))) == 7
     mixtral = MODELS["mistralai/mixtral-8x7b-instruct-v0.1"]

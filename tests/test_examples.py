@@ -41,7 +41,9 @@ def test_example_runs_top_to_bottom(name, env_emu, tmp_path):
         if cell.cell_type != "code":
             continue
         errors = [o for o in cell.outputs if o.output_type == "error"]
-        if "raises-exception" in cell.metadata.get("tags", []):
+        if "shows-traceback" in cell.metadata.get("tags", []):  # the user's own error, for {Err}: frames
+            assert len(errors) == 1 and len(errors[0]["traceback"]) > 1
+        elif "raises-exception" in cell.metadata.get("tags", []):
             assert len(errors) == 1 and len(errors[0]["traceback"]) == 1  # one line, no frames
         else:
             assert errors == []
@@ -91,3 +93,41 @@ def test_media_notebook_keeps_its_files_in_the_saved_notebook(env_emu, tmp_path)
     assert __import__("hashlib").sha256(served[0]).hexdigest() in vision.outputs[0]["data"]["text/plain"]
     replayed = [c for c in saved.cells if c.cell_type == "code" and "--cache" in c.source][-1]
     assert "replayed from the log" in replayed.outputs[-1]["data"]["text/plain"]
+
+
+def test_batch_notebook_keeps_the_order_and_names_the_failure(env_emu, tmp_path):
+    notebook = run_notebook(EXAMPLES / "batch.ipynb", tmp_path)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    errors = next(c for c in code if c.source == "answers.errors")
+    assert errors.outputs[0]["data"]["text/plain"].startswith("{1: 'The model failed: ")
+    pairs = next(c for c in code if c.source.startswith("list(zip("))
+    said = {p.input["prompt"]: "".join(p.output) for p in env_emu.predictions.values()}
+    first = "Label this review as positive, negative or mixed, in one word: Great battery, awful screen."
+    assert repr(said[first]) in pairs.outputs[0]["data"]["text/plain"]
+    prompts = [p.input["prompt"] for p in env_emu.predictions.values()]
+    assert prompts.count(first) == 1  # the --cache re-runs asked nothing again
+
+
+def test_errors_sends_the_traceback_and_puts_code_into_new_cells(env_emu, tmp_path):
+    notebook = run_notebook(EXAMPLES / "errors.ipynb", tmp_path)
+    prompts = [p.input["prompt"] for p in env_emu.predictions.values()]
+    assert len(prompts) == 3
+    assert prompts[0].startswith("Explain this error in two sentences:\n\nTraceback (most recent call last):")
+    assert prompts[0].endswith("ZeroDivisionError: division by zero")
+    assert "def mean(xs):\n    return sum(xs) / len(xs)\n\nmean([])" in prompts[1]  # fix: the source too
+    fix, code = [c for c in notebook.cells if c.cell_type == "code" and "-f code" in c.source]
+    for cell in (fix, code):
+        assert "the code is in a new cell below" in cell.outputs[-1]["data"]["text/plain"]
+
+
+def test_data_notebook_describes_the_frame_parses_the_answer_and_runs_the_template(env_emu, tmp_path):
+    notebook = run_notebook(EXAMPLES / "data.ipynb", tmp_path)
+    prompts = [p.input["prompt"] for p in env_emu.predictions.values()]
+    described = next(p for p in prompts if p.startswith("Which product sells best"))
+    assert "100,000 rows x 3 columns" in described and "more rows)" in described and len(described) < 12_000
+    assert "Variable `regions`" in described
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    parsed = next(c for c in code if c.source.startswith('ada["name"]'))
+    assert parsed.outputs[0]["data"]["text/plain"].endswith(", 'int')")
+    assert any(p.endswith("The tide came in at noon and went out at six; the harbour master logged both.")
+               and p.startswith("Summarize in one sentence") for p in prompts)

@@ -16,14 +16,16 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "replicate_magic"
 
 # No I/O, no IPython, no aiohttp: text in, values out.
-PURE = {"sse", "prompts", "inputs", "errors", "conversation", "options", "prompt_template", "catalog",
+PURE = {"structured", "sse", "prompts", "inputs", "errors", "conversation", "options", "prompt_template", "catalog",
         "render", "terminal", "textparts", "environment", "answers", "settings", "request", "prediction",
-        "schemas", "pricing", "outputs", "attachments"}
+        "schemas", "pricing", "outputs", "attachments", "each", "context", "templates",
+        "errors_context", "reply_code"}
 # The network and the private loop; no IPython.
-IO = {"sessions", "client", "streaming", "provider", "chat", "loop", "cancels", "bodies", "journal", "store", "files",
+IO = {"compare", "sessions", "client", "streaming", "provider", "chat", "loop", "cancels", "bodies", "journal", "store", "files", "limiter", "batch",
       "uploads"}
 # IPython and widgets on top.
-GLUE = {"magics", "subcommands", "display", "panel_model", "panel", "__main__", "demo", "__init__", "traits", "warm_up"}
+GLUE = {"compare_view", "magics", "subcommands", "display", "panel_model", "panel", "__main__", "demo", "__init__", "traits", "warm_up", "batch_view", "api",
+        "notebook_context"}
 LAYERS = [PURE, IO, GLUE]
 
 # Third-party or standard modules a layer must not import.

@@ -407,7 +407,7 @@ def test_an_unforeseen_failure_ends_the_turn_in_one_line_and_keeps_the_conversat
     ask(ip, "", "First")
     original = ChatSession.ask
 
-    async def broken(self, request, on_token, on_log=None):
+    async def broken(self, request, on_token, on_log=None, on_retry=None):
         on_token("Half an ans")
         raise TypeError("a bug")  # stands for any exception the code did not foresee
 

@@ -11,6 +11,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
+from replicate_magic.errors import InvalidRequestError
 from replicate_magic.prompt_template import Expansion, expand
 
 TOKEN = "r8_FAKEfakeFAKEfake0123456789"  # not a real token
@@ -420,3 +421,43 @@ def test_each_placeholder_is_expanded_exactly_when_outside_code(prompt: str) -> 
             expected.append(str(history[index]) if ok else written)
     expected.append(prompt[last:])
     assert expand(prompt, LETTERS).text == "".join(expected)
+
+
+# -- {Err} and {Err[n]}: the notebook's errors -----------------------------------------------------
+
+
+class Errors:
+    """A stand-in for errors_context.ErrorLookup: cell 3 failed; the others refuse."""
+
+    def __init__(self) -> None:
+        self.asked: list[object] = []
+
+    def __getitem__(self, count: int) -> str:
+        self.asked.append(count)
+        if count != 3:
+            raise InvalidRequestError(f"{{Err[{count}]}}: cell In[{count}] raised no error")
+        return "Traceback: ZeroDivisionError"
+
+    def _placeholder_text_(self) -> str:
+        self.asked.append("latest")
+        return "Traceback: the latest"
+
+
+def test_err_expands_to_the_errors_the_namespace_holds() -> None:
+    errors = Errors()
+    expansion = expand("Explain {Err} and {Err[3]}, not {{Err[3]}}.", {"Err": errors})
+    assert expansion.text == "Explain Traceback: the latest and Traceback: ZeroDivisionError, not {Err[3]}."
+    assert expansion.names == ("{Err}", "{Err[3]}")
+
+
+def test_err_for_a_cell_without_an_error_refuses_the_prompt_outside_code_only() -> None:
+    with pytest.raises(InvalidRequestError, match=r"Err\[99\]"):
+        expand("Explain {Err[99]}", {"Err": Errors()})
+    errors = Errors()
+    kept = expand("Keep `{Err[99]}` and\n```\n{Err}\n```\n", {"Err": errors})
+    assert kept.text == "Keep `{Err[99]}` and\n```\n{Err}\n```\n"
+    assert "latest" not in errors.asked  # the latest error is worked out only where it is used
+
+
+def test_err_without_a_namespace_entry_stays_as_typed() -> None:
+    assert text("{Err} {Err[2]}") == "{Err} {Err[2]}"

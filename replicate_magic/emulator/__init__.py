@@ -13,6 +13,10 @@ yorickvp/llava-13b (its reply states the size, type and sha256 of the image it r
 Output files are served by a third server, like replicate.delivery: no token, gone after
 ``file_lifetime``. The Files API (``/v1/files``) and deployments (``deployments=``) too.
 
+JSON mode (json_mode.py): asked for JSON through ``json_schema`` (openai/gpt-5-structured,
+wrapped as the real one wants it) or by a prompt that gives a JSON Schema, a text model answers
+deterministic JSON that follows that schema.
+
 Usage::
 
     from replicate_magic.emulator import Emulator, Faults
@@ -24,6 +28,26 @@ Usage::
             "meta/meta-llama-3-70b-instruct", input={"prompt": "Hi"}))
         emu.requests                          # the newest requests the servers received
         emu.predictions                       # server-side state by prediction id (the newest)
+
+Creates are rate limited like Replicate's: ``create_rate_limit`` a minute (600) with bursts
+of ``create_burst`` (a token bucket; default a minute's worth); over it, 429 with
+``Retry-After``. ``emu.create_times`` and ``emu.throttled`` say when creates passed or got 429,
+``emu.in_flight`` / ``emu.peak_in_flight`` how many predictions ran at once.
+
+Per-prompt faults (batch tests: item 37 fails, the others stream): a marker in the last user
+message (``prompt``, or the last user entry of ``messages``) makes that one prediction misbehave:
+
+- ``[[emulator:fail]]``, ``[[emulator:fail=N]]``: fails after N output tokens (default 3),
+  status ``failed`` with an error, as ``Faults(error_after=N)``;
+- ``[[emulator:fail-create]]``: the create answers 422 "Input validation failed";
+- ``[[emulator:5xx-once]]``: the create answers 500 the first time this text is sent, then works;
+- ``[[emulator:stall]]``, ``[[emulator:stall=N]]``: streams N tokens (default 3), then is
+  silent until canceled;
+- ``[[emulator:slow=SECONDS]]``: its tokens take about SECONDS in total;
+- ``[[emulator:bad-json]]``, ``[[emulator:bad-json=syntax]]``: a JSON answer to that message is
+  invalid (its first required property left out, or cut short), as ``Faults(invalid_json=1)``.
+
+Image and audio models count steps instead of tokens. An unknown or malformed marker gets a 422.
 
 Both servers answer only requests addressed to them (``Host: 127.0.0.1:PORT``,
 ``localhost:PORT``; 403 otherwise), so a DNS-rebinding web page cannot read the

@@ -69,6 +69,12 @@ def _seconds_or_rate(text: str) -> float:
     return value
 
 
+def _burst(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of 1 or more, not {text!r}")
+    return int(text)
+
+
 def _deployment(text: str) -> tuple[str, str]:
     name, equals, model = text.partition("=")
     if not equals or name.count("/") != 1 or model not in MODELS:
@@ -100,6 +106,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="output pacing; 0 = as fast as possible (default: %(default)s)")
     parser.add_argument("--cold-start", type=_seconds_or_rate, default=0.0,
                         help="seconds each prediction stays 'starting' (default: %(default)s)")
+    parser.add_argument("--create-rate-limit", type=_seconds_or_rate, default=600.0, metavar="PER_MINUTE",
+                        help="creates allowed a minute, as on Replicate; 0 = no limit (default: %(default)s)")
+    parser.add_argument("--create-burst", type=_burst, default=None, metavar="N",
+                        help="creates allowed at once before 429s (default: a minute's worth)")
     return parser
 
 
@@ -109,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         token=args.token, tokens_per_second=args.tokens_per_second, cold_start=args.cold_start,
         host=args.host, port=args.port, stream_port=args.stream_port, file_port=args.file_port,
         file_lifetime=args.file_lifetime, deployments=dict(args.deployment),
+        create_rate_limit=args.create_rate_limit, create_burst=args.create_burst,
     )
     try:
         emulator.start()

@@ -11,13 +11,17 @@ from typing import Any
 from aiohttp import web
 
 from .deployments import add_deployment_routes
+from .faults import Faults
 from .fetch import check_inputs, image_notes
 from .files_api import add_file_routes
+from .json_mode import json_ask, json_reply
 from .limits import MAX_FILES_BODY
+from .markers import Markers, read_markers, tokens_per_second
 from .models import MODELS, EmulatedModel, find_model, find_version
 from .prediction import Prediction, generate, new_prediction_id
 from .problems import (
     billing_required,
+    internal_error,
     invalid_version,
     not_found,
     problem,
@@ -25,9 +29,9 @@ from .problems import (
     validation_failed,
 )
 from .responder import apply_limits, count_input_tokens, respond, tokenize
-from .runs import run_media
+from .runs import run_media, steps_of
 from .state import STATE_KEY, EmulatorState, recording_middleware
-from .validation import parse_cancel_after, validate_body, validate_input
+from .validation import InvalidField, parse_cancel_after, validate_body, validate_input
 
 __all__ = ["make_api_app"]
 
@@ -55,12 +59,42 @@ class _RateWindow:
         return {"ratelimit-remaining": str(max(0, limit - used)), "ratelimit-reset": str(reset)}
 
 
+_CREATE_ROUTES = frozenset({
+    "/v1/models/{owner}/{name}/predictions", "/v1/predictions", "/v1/deployments/{owner}/{name}/predictions",
+})
+
+
+def _is_create(request: web.Request) -> bool:
+    resource = request.match_info.route.resource
+    return request.method == "POST" and resource is not None and resource.canonical in _CREATE_ROUTES
+
+
 @web.middleware
-async def _ratelimit_headers(request: web.Request, handler: Any) -> web.StreamResponse:
+async def _rate_limits(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Creates (after auth, before anything else, like a throttle in front of the handler): the
+    injected ``rate_limit`` fault, then the token bucket; a 429 takes no token and creates
+    nothing. Answers under 400 carry ``ratelimit-*`` headers: the bucket's for creates when
+    limited, else per-minute counts (600 creates, 3000 other requests; those are not enforced)."""
+    state = _state(request)
+    is_create = _is_create(request)
+    headers: dict[str, str] | None = None
+    if is_create:
+        now = time.monotonic()
+        if state.faults.take_counter("rate_limit"):
+            state.throttled.append(now)
+            return throttled(state.faults.retry_after)
+        bucket = state.create_bucket
+        if bucket is not None:
+            wait = bucket.take(now)
+            if wait > 0:
+                state.throttled.append(now)
+                return throttled(wait, with_status=True)
+            headers = {"ratelimit-remaining": str(bucket.remaining(now)),
+                       "ratelimit-reset": str(bucket.reset_after(now))}
+        state.create_times.append(now)
     response = await handler(request)
     if response.status < 400:
-        is_create = request.method == "POST" and request.path.endswith("/predictions")
-        response.headers.update(request.app[_WINDOW_KEY].headers(600 if is_create else 3000))
+        response.headers.update(headers or request.app[_WINDOW_KEY].headers(600 if is_create else 3000))
     return response
 
 
@@ -125,8 +159,6 @@ async def _create(request: web.Request, model: EmulatedModel | None,
                   deployment: str | None = None) -> web.Response:
     """Create a prediction; `model` None means the body names a `version` instead."""
     state = _state(request)
-    if state.faults.take_counter("rate_limit"):
-        return throttled(state.faults.retry_after)
     if state.faults.take_counter("billing_required"):
         return billing_required()
     deadline, error = _cancel_after(request)  # checked before anything can be created
@@ -146,9 +178,17 @@ async def _create(request: web.Request, model: EmulatedModel | None,
     errors = validate_input(body["input"], model.input_schema(), model.components())
     if errors:
         return validation_failed(errors)
+    markers, errors = read_markers(body["input"])
+    if errors:
+        return validation_failed(errors)
+    if markers.fail_create:
+        return validation_failed([InvalidField(
+            "emulator_marker", markers.field, "Rejected by its [[emulator:fail-create]] marker")])
+    if markers.error_once and state.first_sight(markers.text):
+        return internal_error()
     if deployment is not None:
         version = model.version_id  # a deployment runs one pinned version
-    pred = _start_prediction(state, model, version, body, len(await request.read()), deployment)
+    pred = _start_prediction(state, model, version, body, len(await request.read()), deployment, markers)
     if deadline is not None:
         pred.deadline_ns = pred.created_ns + int(deadline * 1e9)
         pred.deadline_timer = asyncio.get_running_loop().call_later(deadline, pred.expire)
@@ -160,8 +200,15 @@ async def _create(request: web.Request, model: EmulatedModel | None,
     return _json(request, pred.as_json(state.base_url, state.stream_base, for_create=True), status=201)
 
 
-def _reply(state: EmulatorState, model: EmulatedModel, input: dict[str, Any]) -> str:
-    """The language model's reply; with images, it first says what it received (size, type, hash)."""
+def _reply(state: EmulatorState, model: EmulatedModel, input: dict[str, Any], markers: Markers | None = None) -> str:
+    """The language model's reply; with images, it first says what it received (size, type, hash).
+    Asked for JSON (json_mode.py), it answers JSON that follows the schema it was sent."""
+    ask = json_ask(input, model.properties)
+    if ask is not None:
+        broken = markers.bad_json if markers is not None else None
+        if state.faults.take_counter("invalid_json"):
+            broken = broken or "schema"
+        return apply_limits(json_reply(model.ref, input, ask, broken), input, model.properties)
     text = respond(model.ref, input, model.properties)
     notes = image_notes(model, input, state)
     if not notes:
@@ -170,8 +217,22 @@ def _reply(state: EmulatorState, model: EmulatedModel, input: dict[str, Any]) ->
     return apply_limits(f"{header} {notes}\n\n{rest}", input, model.properties)
 
 
+def _with_markers(faults: Faults, markers: Markers, count: int) -> Faults:
+    """The prediction's faults with its prompt's markers applied; `count`: its tokens (or steps)."""
+    changes: dict[str, Any] = {}
+    if markers.fail_after is not None:
+        changes["error_after"] = min(markers.fail_after, count)
+    if markers.stall_after is not None:
+        changes["stall_after"] = min(markers.stall_after, count)
+    pace = tokens_per_second(markers, count)
+    if pace is not None:
+        changes["tokens_per_second"] = pace
+    return replace(faults, **changes) if changes else faults
+
+
 def _start_prediction(state: EmulatorState, model: EmulatedModel, version: str,
-                      body: dict[str, Any], body_bytes: int, deployment: str | None = None) -> Prediction:
+                      body: dict[str, Any], body_bytes: int, deployment: str | None = None,
+                      markers: Markers | None = None) -> Prediction:
     faults = state.faults.take_prediction_faults()
     media = model.kind in ("image", "audio")
     tokens = faults.tokens
@@ -179,15 +240,21 @@ def _start_prediction(state: EmulatorState, model: EmulatedModel, version: str,
         if media:
             check_inputs(model, body["input"], state)
         elif tokens is None:
-            tokens = tokenize(_reply(state, model, body["input"]))
+            tokens = tokenize(_reply(state, model, body["input"], markers))
     except ValueError as exc:  # the model itself rejects the input (or cannot fetch it) at run time
         tokens, faults = [], replace(faults, error_after=0, error_message=str(exc), tokens=None)
+    else:
+        if markers is not None and markers.any:
+            count = steps_of(model, body["input"]) if media else len(tokens or [])
+            faults = _with_markers(faults, markers, count)
     pred = Prediction(
         id=new_prediction_id(), model=model.ref, version=version, input=body["input"],
         faults=faults, has_stream=model.streams and not faults.no_stream, webhook=body.get("webhook"),
         input_token_count=count_input_tokens(body["input"]), input_bytes=body_bytes,
         single_output=model.output.get("type") == "string", token_metrics=not media, deployment=deployment,
     )
+    state.prediction_started()
+    pred.on_end = state.prediction_ended
     state.predictions.add(pred)
     tps = state.tokens_per_second if faults.tokens_per_second is None else faults.tokens_per_second
     cold = state.cold_start if faults.cold_start is None else faults.cold_start
@@ -261,7 +328,7 @@ async def get_account(request: web.Request) -> web.Response:
 
 
 def make_api_app(state: EmulatorState) -> web.Application:
-    app = web.Application(middlewares=[recording_middleware("api"), _ratelimit_headers],
+    app = web.Application(middlewares=[recording_middleware("api"), _rate_limits],
                           client_max_size=MAX_FILES_BODY)  # other bodies: 10 MiB, checked in state.py
     app[STATE_KEY] = state
     app[_WINDOW_KEY] = _RateWindow()

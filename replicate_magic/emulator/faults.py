@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields, replace
 
 __all__ = ["Faults", "FaultBook"]
 
-_COUNTERS = ("rate_limit", "billing_required", "server_error", "html_error", "file_error")
+_COUNTERS = ("rate_limit", "billing_required", "server_error", "html_error", "file_error", "invalid_json")
 
 
 @dataclass
@@ -15,7 +15,7 @@ class Faults:
     """Faults for the emulator; pass to :meth:`Emulator.inject`.
 
     Counters (``rate_limit``, ``billing_required``, ``server_error``, ``html_error``,
-    ``file_error``) apply to the next N matching requests; everything else applies to the
+    ``file_error``, ``invalid_json``) apply to the next N matching requests; everything else applies to the
     next created prediction (the ``file_*`` and ``image_bytes`` ones to its output files).
     For image and audio models, ``tokens_per_second`` paces denoising steps, ``stall_after``
     and ``error_after`` count steps, and ``tokens`` become the output URLs verbatim.
@@ -55,6 +55,9 @@ class Faults:
     """Answer the next create this many seconds late: the prediction already exists meanwhile."""
     file_error: int = 0
     """The next N file-host downloads get a 503."""
+    invalid_json: int = 0
+    """The next N answers in JSON mode (json_mode.py) are invalid: they lack their first required
+    property (or are cut short when nothing is required), as ``[[emulator:bad-json]]`` does."""
     file_drop_after: int | None = None
     """Downloads of the next prediction's files end (TCP closed) after N bytes of the body: the
     first download of each file, or every one with ``drop_every_connection``."""

@@ -8,7 +8,7 @@ from .prediction import Prediction
 
 __all__ = [
     "MAX_BODY", "MAX_FILES_BODY", "MAX_KEPT_INPUT_BYTES", "DEFAULT_MAX_REQUESTS", "DEFAULT_MAX_PREDICTIONS",
-    "DEFAULT_MAX_RECORDED_BODY", "RecentList", "PredictionStore",
+    "DEFAULT_MAX_RECORDED_BODY", "DEFAULT_MAX_TIMES", "RecentList", "PredictionStore",
 ]
 
 # Replicate does not document its request size limit. Its docs send files above 256 KB
@@ -24,6 +24,7 @@ MAX_KEPT_INPUT_BYTES = 100 * 1024 * 1024
 DEFAULT_MAX_REQUESTS = 1000  # recorded requests (and cancel ids) kept: the newest stay
 DEFAULT_MAX_PREDICTIONS = 1000
 DEFAULT_MAX_RECORDED_BODY = 64 * 1024  # bytes of each recorded body (its full length is kept too)
+DEFAULT_MAX_TIMES = 100_000  # times of accepted and of throttled creates kept (about 3 MB each list)
 
 T = TypeVar("T")
 

@@ -10,7 +10,7 @@ options onto a model's own keys meets the same variety as on Replicate.
 from __future__ import annotations
 
 from .media_models import MEDIA_MODELS
-from .schema import COG_VERSION, OUTPUT_SCHEMA, EmulatedModel
+from .schema import COG_VERSION, OUTPUT_SCHEMA, EmulatedModel, enum_ref
 from .schema import prop as _prop
 
 __all__ = ["EmulatedModel", "MODELS", "OUTPUT_SCHEMA", "COG_VERSION", "find_model", "find_version"]
@@ -179,6 +179,45 @@ _CLAUDE = EmulatedModel(
     },
 )
 
+# openai/gpt-5-structured, the structured-output model (its API page, version fc1375c8): the answer's
+# JSON Schema goes in `json_schema`, wrapped as OpenAI's Responses API wants it,
+# {"format": {"type": "json_schema", "name": ..., "schema": {...}}}; the system prompt is
+# `instructions`, the length limit `max_output_tokens`. Its `tools`, `input_item_list` and
+# `previous_response_id` are left out, and its output is emulated as the text stream every
+# text model here has (the real model's output schema was not recorded). The emulator answers
+# `json_schema` with JSON that follows the schema (json_mode.py).
+_GPT5_STRUCTURED = EmulatedModel(
+    owner="openai",
+    name="gpt-5-structured",
+    description="GPT-5 with support for structured outputs, web search and custom tools",
+    version_created_at="2025-08-27T21:32:48.228531Z",
+    enums={"model": ["gpt-5", "gpt-5-mini", "gpt-5-nano"],
+           "reasoning_effort": ["minimal", "low", "medium", "high"],
+           "verbosity": ["low", "medium", "high"]},
+    properties={
+        "model": enum_ref(0, "model", "GPT-5 model to use.", "gpt-5"),
+        "prompt": _prop(
+            1, "string", "A simple text input to the model, equivalent to a text input with the user role. "
+            "Ignored if input_item_list is provided."),
+        "instructions": _prop(
+            2, "string", "A system (or developer) message inserted into the model's context."),
+        "image_input": _prop(
+            3, "array", "List of images to send to the model", items={"type": "string", "format": "uri"},
+            default=[]),
+        "reasoning_effort": enum_ref(
+            4, "reasoning_effort", "Constrains effort on reasoning for GPT-5 models.", "minimal"),
+        "verbosity": enum_ref(5, "verbosity", "Constrains the verbosity of the model's response.", "medium"),
+        "enable_web_search": _prop(6, "boolean", "Allow GPT-5 to use web search for the response.", default=False),
+        "simple_schema": _prop(
+            7, "array", "Create a JSON schema for the output to conform to. The schema will be created from a "
+            "simple list of field specifications.", items={"type": "string"}, default=[]),
+        "json_schema": _prop(
+            8, "object", "A JSON schema that the response must conform to. Must be wrapped: "
+            '{"format": {"type": "json_schema", "name": ..., "schema": {...}}}', default={}),
+        "max_output_tokens": _prop(9, "integer", "Maximum number of output tokens to generate."),
+    },
+)
+
 # meta/llama-2-70b-chat as Replicate recorded it (replicate-python tests/cassettes/
 # predictions-stream.yaml, version of 2023-09-13): its temperature starts at 0.01, not 0.
 _LLAMA2_70B_CHAT = EmulatedModel(
@@ -245,6 +284,7 @@ MODELS: dict[str, EmulatedModel] = {
         _GPT4O_MINI,
         _CLAUDE,
         _LLAMA2_70B_CHAT,
+        _GPT5_STRUCTURED,
         *MEDIA_MODELS,
     )
 }

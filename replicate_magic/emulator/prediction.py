@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -74,6 +75,8 @@ class Prediction:
     closed: bool = False  # the emulator is shutting down: streams must end
     task: asyncio.Task[None] | None = field(default=None, repr=False)
     deadline_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+    on_end: Callable[[], None] | None = field(default=None, repr=False)
+    """Called once: when the prediction reaches a terminal status, or is stopped unfinished."""
     _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     _finished: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
@@ -108,6 +111,7 @@ class Prediction:
             self.deadline_timer.cancel()
         if self.task is not None:
             self.task.cancel()
+        self._ended()
         self._finished.set()  # release `Prefer: wait` requests
         self._notify()
 
@@ -139,6 +143,7 @@ class Prediction:
             self.deadline_timer.cancel()
         self.completed_ns = time.time_ns()
         self.metrics = self._metrics()
+        self._ended()
         if error is not None:
             self.add_log(f"Traceback (most recent call last):\nRuntimeError: {error}")
             self._emit("error", json.dumps({"detail": error}))
@@ -147,6 +152,11 @@ class Prediction:
         self._finished.set()
         if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()  # cancel stops the model; closing a stream does not
+
+    def _ended(self) -> None:
+        callback, self.on_end = self.on_end, None
+        if callback is not None:
+            callback()
 
     def _metrics(self) -> dict[str, Any]:
         assert self.completed_ns is not None

@@ -101,12 +101,16 @@ def validation_failed(errors: list[InvalidField]) -> web.Response:
                           "invalid_fields": [e.as_json() for e in errors]}, 422)
 
 
-def throttled(retry_after: float) -> web.Response:
-    """Body as documented (replicate.com/docs/topics/predictions/rate-limits): a detail only."""
+def throttled(retry_after: float, with_status: bool = False) -> web.Response:
+    """Body as documented (replicate.com/docs/topics/predictions/rate-limits): a detail only;
+    `with_status` adds ``"status": 429``, as the API's other problem bodies have and as a 2026
+    throttle answer quoted in nodetool-ai/nodetool issue #5196 does."""
     seconds = max(0, math.ceil(retry_after))
     unit = "second" if seconds == 1 else "seconds"
-    response = _problem_json({"detail": f"Request was throttled. Expected available in {seconds} {unit}."},
-                             429)
+    body: dict[str, Any] = {"detail": f"Request was throttled. Expected available in {seconds} {unit}."}
+    if with_status:
+        body["status"] = 429
+    response = _problem_json(body, 429)
     response.headers["Retry-After"] = str(seconds)
     return response
 

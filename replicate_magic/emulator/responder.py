@@ -2,7 +2,9 @@
 
 The reply visibly depends on the model, the last user message, the turn number,
 the system prompt and the sampling settings, so tests (and people trying a
-notebook offline) can see that every option really reached the "model".
+notebook offline) can see that every option really reached the "model". A last
+user message that asks for code or a fix (the words "code" or "fix") gets a reply
+that ends in a fenced Python block, for ``-f code`` and ``%replicate fix``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import re
 from typing import Any
 
-__all__ = ["respond", "tokenize", "count_input_tokens", "conversation", "apply_limits"]
+__all__ = ["respond", "tokenize", "count_input_tokens", "conversation", "apply_limits", "code_block"]
 
 # Words keep their leading whitespace (" world"), newlines are tokens of their own,
 # punctuation and symbols are single tokens. Lossless: "".join(tokenize(t)) == t.
@@ -24,6 +26,8 @@ _ADJECTIVES = ("quiet", "curious", "bright", "patient", "steady", "gentle", "car
 _NOUNS = ("river", "notebook", "lantern", "garden", "signal", "harbor", "compass", "kettle")
 _VERBS = ("follows", "remembers", "answers", "gathers", "measures", "carries", "echoes", "sorts")
 _ADVERBS = ("slowly", "again", "today", "together", "at dawn", "by design", "in order", "twice")
+# A last user message that asks for code or a fix gets a reply ending in a fenced Python block.
+_ASKS_FOR_CODE = re.compile(r"\b(?:code|fix)\b", re.IGNORECASE)
 
 
 def tokenize(text: str) -> list[str]:
@@ -161,4 +165,16 @@ def respond(model: str, input: dict[str, Any], schema_properties: dict[str, Any]
     text = header + "\n\n" + _sentence(picker, True).lstrip()
     while len(tokenize(text)) < target:
         text += _sentence(picker, False)
+    if _ASKS_FOR_CODE.search(last_user):
+        text += "\n\n" + code_block(model, input)
     return _limit(text, input, schema_properties)
+
+
+def code_block(model: str, input: dict[str, Any]) -> str:
+    """The fenced Python block that ends a reply to a prompt asking for code or a fix
+    (deterministic: the same model and input give the same code)."""
+    seed = json.dumps({"code": model, "input": input}, sort_keys=True, default=str)
+    picker = _Picker(hashlib.sha256(seed.encode()).digest())
+    name, value = picker.pick(_NOUNS), picker.pick(_ADJECTIVES)
+    return (f"```python\n# {model} (emulated) suggests:\n"
+            f"def {name}(value={value!r}):\n    return f\"the {{value}} {name}\"\n\n\nprint({name}())\n```\n")

@@ -7,6 +7,7 @@ another loop, and next to a Jupyter kernel, without sharing anyone's loop.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from collections.abc import Mapping
 from types import TracebackType
@@ -29,6 +30,7 @@ from .models import MODELS
 from .runs import publish
 from .state import EmulatorState, RecordedRequest
 from .stream import make_stream_app
+from .throttle import TokenBucket
 from .wire import LINE_ENDINGS
 
 __all__ = ["Emulator"]
@@ -59,6 +61,17 @@ class Emulator:
     `max_recorded_body` bytes of each body; `predictions` keeps the `max_predictions` newest
     (fewer if their create bodies pass 100 MiB in total); bodies over 10 MiB are refused with
     413 (100 MiB for Files API uploads; see limits.py); each file store keeps at most 1 GiB.
+
+    Creates (all three routes: model, version and deployment) are limited like Replicate's,
+    to `create_rate_limit` a minute (600, as documented) with bursts: a token bucket holding
+    `create_burst` requests (default: a minute's worth, which the real ``ratelimit-remaining``
+    599, 598... of a first burst show), refilled at `create_rate_limit` / 60 a second. Over it
+    a create gets 429 ``{"detail": "Request was throttled. Expected available in N second(s).",
+    "status": 429}`` with ``Retry-After: N`` (whole seconds, at least 1) and creates nothing;
+    ``ratelimit-remaining`` shows the bucket. None or 0: no limit. `create_times` and
+    `throttled` keep when creates passed the limit and when they got 429 (``time.monotonic()``);
+    `in_flight` / `peak_in_flight` count predictions from create until terminal. Markers in a
+    prompt (``[[emulator:fail]]``...; see the markers module) make that one prediction misbehave.
     """
 
     def __init__(
@@ -79,6 +92,8 @@ class Emulator:
         upload_lifetime: float = 24 * 3600.0,
         image_scale: float = 0.25,
         deployments: Mapping[str, str | None] | None = None,
+        create_rate_limit: float | None = 600,
+        create_burst: int | None = None,
     ) -> None:
         if line_ending not in LINE_ENDINGS:
             raise ValueError(f"line_ending must be one of {LINE_ENDINGS!r}")
@@ -92,13 +107,14 @@ class Emulator:
             raise ValueError("lifetimes must be 0 or more and image_scale in (0, 4]")
         for name, model in (deployments or {}).items():
             _check_deployment(name, model)
+        bucket = _create_bucket(create_rate_limit, create_burst)
         self._state = EmulatorState(
             token=token, tokens_per_second=tokens_per_second, cold_start=cold_start,
             line_ending=line_ending, split_writes=split_writes, bind_host=host,
             max_recorded_body=max_recorded_body, requests=RecentList(max_requests),
             cancels=RecentList(max_requests), predictions=PredictionStore(max_predictions),
             file_lifetime=file_lifetime, upload_lifetime=upload_lifetime, image_scale=image_scale,
-            deployments=dict(deployments or {}),
+            deployments=dict(deployments or {}), create_bucket=bucket,
         )
         self._host, self._port, self._stream_port, self._file_port = host, port, stream_port, file_port
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -159,6 +175,40 @@ class Emulator:
     def predictions(self) -> PredictionStore:
         """The newest predictions by id, in creation order."""
         return self._state.predictions
+
+    @property
+    def create_rate_limit(self) -> float | None:
+        """Creates allowed a minute (None: unlimited)."""
+        bucket = self._state.create_bucket
+        return bucket.per_minute if bucket is not None else None
+
+    @property
+    def create_burst(self) -> int | None:
+        """Creates the bucket holds at most: how many may come at once (None: unlimited)."""
+        bucket = self._state.create_bucket
+        return bucket.burst if bucket is not None else None
+
+    @property
+    def create_times(self) -> RecentList[float]:
+        """``time.monotonic()`` of each create that passed the rate limit (the newest 100,000), in
+        order; whether it then created a prediction or not (an invalid one still counts, as a
+        throttle in front of the handler counts it)."""
+        return self._state.create_times
+
+    @property
+    def throttled(self) -> RecentList[float]:
+        """``time.monotonic()`` of each create answered 429, by the limit or by ``Faults.rate_limit``."""
+        return self._state.throttled
+
+    @property
+    def in_flight(self) -> int:
+        """Predictions created and not yet succeeded, failed, canceled or aborted."""
+        return self._state.in_flight
+
+    @property
+    def peak_in_flight(self) -> int:
+        """The most predictions in flight at once so far."""
+        return self._state.peak_in_flight
 
     def deploy(self, name: str, model: str | None) -> None:
         """Make ``model`` the current release of deployment ``name`` (created if new; None: no release)."""
@@ -276,6 +326,18 @@ class Emulator:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()
+
+
+def _create_bucket(per_minute: float | None, burst: int | None) -> TokenBucket | None:
+    if per_minute is None or per_minute == 0:
+        return None
+    if not (math.isfinite(per_minute) and per_minute > 0):
+        raise ValueError("create_rate_limit must be a positive number of creates a minute (None or 0: no limit)")
+    if burst is None:
+        burst = max(1, math.ceil(per_minute))
+    if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+        raise ValueError("create_burst must be a whole number of 1 or more")
+    return TokenBucket(per_minute, burst)
 
 
 def _check_deployment(name: str, model: str | None) -> None:

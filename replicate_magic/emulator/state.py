@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections.abc import Awaitable, Callable
@@ -17,6 +18,7 @@ from .limits import (
     DEFAULT_MAX_PREDICTIONS,
     DEFAULT_MAX_RECORDED_BODY,
     DEFAULT_MAX_REQUESTS,
+    DEFAULT_MAX_TIMES,
     MAX_BODY,
     MAX_FILES_BODY,
     PredictionStore,
@@ -32,6 +34,7 @@ from .problems import (
     problem,
     unauthenticated,
 )
+from .throttle import TokenBucket
 
 __all__ = ["RecordedRequest", "EmulatorState", "STATE_KEY", "recording_middleware"]
 
@@ -97,6 +100,28 @@ class EmulatorState:
     uploads: FileStore = field(default_factory=FileStore)
     outputs: FileStore = field(default_factory=FileStore)
     file_authorizations: int = 0  # file-host requests that carried an Authorization header
+    create_bucket: TokenBucket | None = None  # the create rate limit; None: unlimited
+    # time.monotonic() of each create that passed the rate limit, and of each create answered 429
+    create_times: RecentList[float] = field(default_factory=lambda: RecentList(DEFAULT_MAX_TIMES))
+    throttled: RecentList[float] = field(default_factory=lambda: RecentList(DEFAULT_MAX_TIMES))
+    in_flight: int = 0  # predictions created and not yet terminal
+    peak_in_flight: int = 0
+    seen_once: RecentList[str] = field(default_factory=lambda: RecentList(DEFAULT_MAX_REQUESTS))
+
+    def prediction_started(self) -> None:
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+
+    def prediction_ended(self) -> None:
+        self.in_flight -= 1
+
+    def first_sight(self, text: str) -> bool:
+        """True the first time `text` is seen (remembers a digest of the newest ones)."""
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+        if digest in self.seen_once:
+            return False
+        self.seen_once.append(digest)
+        return True
 
     def authorized(self, request: web.Request) -> bool:
         """Bearer or the older Token scheme; token=None accepts any non-empty token."""
