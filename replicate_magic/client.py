@@ -13,7 +13,7 @@ import asyncio
 import io
 import logging
 from collections.abc import AsyncGenerator, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -45,10 +45,10 @@ from .errors import (
     missing_token_error,
     parse_problem,
 )
-from .inputs import ModelRef, parse_model
+from .inputs import ModelRef
 from .limiter import CreateLimiter, create_limiter
 from .prediction import Prediction
-from .schemas import ModelSchema, SchemaCache, SchemaUnavailableError, default_schemas
+from .schemas import ModelSchema, SchemaCache, default_schemas
 from .sessions import inflight, new_session, proxy_for, shared_session
 from .settings import Timeouts
 from .sse import EventDecoder, EventTooLarge, ServerSentEvent
@@ -177,67 +177,10 @@ class ReplicateClient:
     # -- predictions ----------------------------------------------------------------------
 
     async def model_schema(self, ref: ModelRef, *, on_wait: OnWait | None = None) -> ModelSchema | None:
-        """The model's schema, from the cache while fresh, else fetched; None for a bare version
-        id, which names no model to ask about.
+        """The model's schema (cached, fetched, a deployment's release's): ``model_lookup.model_schema``."""
+        from .model_lookup import model_schema
 
-        When fetching fails in passing (5xx, 429, a timeout, an HTML page), a schema fetched
-        before is used; with none known, SchemaUnavailableError, so nothing is sent on guessed
-        keys. Any other failure (a 404 for an unknown model, a 401) is raised as it is.
-        """
-        if ref.slug is None:
-            return None
-        key = (self.base_url, str(ref))
-        schema = self.schemas.fresh(key)
-        if schema is not None:
-            return schema
-        try:
-            schema = await self._fetch_schema(ref, ref.slug, on_wait)
-        except ResponseError as error:
-            if not _passing(error):
-                raise
-            known = self.schemas.last_known(key)
-            if known is None:
-                raise _schema_unavailable(ref, error) from None
-            log.info("the schema of %s could not be fetched again (%s); using the one fetched before", ref, error)
-            return known
-        self.schemas.put(key, schema)
-        return schema
-
-    async def _fetch_schema(self, ref: ModelRef, slug: str, on_wait: OnWait | None) -> ModelSchema:
-        if ref.deployment:
-            return await self._deployment_schema(ref, slug, on_wait)
-        path = f"/v1/models/{slug}" + (f"/versions/{ref.version}" if ref.version else "")
-        data = await self.request("GET", path, on_wait=on_wait)
-        version = data if ref.version else data.get("latest_version")
-        if not isinstance(version, dict):
-            return ModelSchema.parse(None)
-        version_id = version.get("id")
-        return ModelSchema.parse(version.get("openapi_schema"), version_id if isinstance(version_id, str) else None)
-
-    async def _deployment_schema(self, ref: ModelRef, slug: str, on_wait: OnWait | None) -> ModelSchema:
-        """The schema of the model version the deployment's current release runs, with the
-        release's hardware. Cached under the deployment's own name: a new release changes it,
-        and the cache's age limit catches that."""
-        data = await self.request("GET", f"/v1/deployments/{slug}", on_wait=on_wait)
-        release = data.get("current_release")
-        release = release if isinstance(release, dict) else {}
-        deployed = _released(release.get("model"), release.get("version"))
-        if deployed is None or deployed.slug is None:
-            raise InvalidRequestError(
-                f"Deployment {ref} has no current release with a model version to run; nothing was sent. "
-                "Next: release one on replicate.com/deployments.")
-        try:
-            schema = await self._fetch_schema(deployed, deployed.slug, on_wait)
-        except ResponseError as error:
-            if error.status != 404:
-                raise
-            raise SchemaUnavailableError(
-                f"Could not read the input schema of {ref}: it runs {deployed}, which Replicate does not show "
-                "(HTTP 404); nothing was sent. Next: check its release on replicate.com/deployments.",
-                status=404, title=error.title, detail=error.detail) from None
-        configuration = release.get("configuration")
-        hardware = configuration.get("hardware") if isinstance(configuration, dict) else None
-        return replace(schema, hardware=hardware if isinstance(hardware, str) and hardware else None)
+        return await model_schema(self, ref, on_wait=on_wait)
 
     async def create_prediction(
         self, ref: ModelRef, inputs: dict[str, Any], *, on_wait: OnWait | None = None,
@@ -590,30 +533,3 @@ class ReplicateClient:
     def redact_text(self, text: str) -> str:
         """``text`` with every copy of the token replaced."""
         return text.replace(self._token, "[token]") if self._token else text
-
-
-def _passing(error: ResponseError) -> bool:
-    """A failure that says nothing about the model: worth another try later (no status: a
-    timeout, a dropped connection, an answer that is not JSON)."""
-    return error.status is None or error.status == 429 or error.status >= 500
-
-
-def _released(model: Any, version: Any) -> ModelRef | None:
-    """``owner/name:version`` of a deployment's release, or None when it names no such thing."""
-    if not (isinstance(model, str) and isinstance(version, str) and model and version):
-        return None
-    try:
-        return parse_model(f"{model}:{version}")
-    except InvalidRequestError:
-        return None
-
-
-def _schema_unavailable(ref: ModelRef, error: ResponseError) -> SchemaUnavailableError:
-    """One sentence: which schema, why not (the failure without its own advice), what next."""
-    reason, _, advice = str(error).partition(" Next: ")
-    if error.status is not None:  # Replicate answered, with a passing failure: waiting is the advice
-        advice = ""
-    return SchemaUnavailableError(
-        f"Could not read the input schema of {ref} ({reason.rstrip('.')}); nothing was sent. "
-        f"Next: {advice.rstrip('.') or 'try again in a moment'}.",
-        status=error.status, title=error.title, detail=error.detail)
