@@ -11,11 +11,6 @@ declaration there, and its mapping onto model inputs (``inputs.py``, ``request.p
 from __future__ import annotations
 
 import argparse
-import builtins
-import json
-import keyword
-import math
-import re
 import shlex
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import Field, dataclass, field, fields
@@ -25,10 +20,18 @@ from typing import Any, NoReturn, TypeVar
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from .attachments import FileSource, parse_source
-from .catalog import resolve_model
+from .attachments import FileSource
 from .conversation import CHAT_NAME, CHAT_NAME_RULE
-from .inputs import DEPLOYMENT_PREFIX, parse_model
+from .option_rules import (
+    MAX_MODELS,
+    context_names,
+    image_sources,
+    input_pairs,
+    matching,
+    model_names,
+    stop_list,
+    variable_name,
+)
 from .settings import SETTINGS, Setting
 
 __all__ = ["CellOptions", "MAX_MODELS", "flag_parser", "line_over", "model_names", "options_from",
@@ -39,8 +42,6 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 FORMATS = SETTINGS["output_format"].choices
 _METAVARS = {float: "FLOAT", int: "INT", str: "TEXT"}
 _FLAG = "flag"  # the metadata key of a field's _Flag
-_INPUT_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_MODEL_NAME = re.compile(r"\S+")  # names and aliases vary; only blank ones are surely wrong
 
 
 @dataclass(frozen=True)
@@ -72,121 +73,6 @@ def _option(*names: str, rule: Callable[[Any], Any] = _same, setting: Setting | 
     return field(**field_kwargs, metadata={_FLAG: _Flag(names, MappingProxyType(kwargs), rule)})
 
 
-# -- rules: each returns the value to store or raises ValueError(reason) ----------------------
-
-
-def _matching(pattern: re.Pattern[str], allowed: str) -> Callable[[Any], Any]:
-    def rule(value: str) -> str:
-        if not pattern.fullmatch(value):
-            raise ValueError(f"invalid value {value!r} (allowed: {allowed})")
-        return value
-
-    return rule
-
-
-# IPython's own names in the user's namespace: replacing one breaks the shell or its history.
-_IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "_", "__", "___",
-                            "_i", "_ii", "_iii", "_ih", "_oh", "_dh"})
-_IPYTHON_NUMBERED = re.compile(r"_i?\d+")  # _3 and _i3: the output and input of cell 3
-
-
-def _model_name(value: str) -> str:
-    allowed = "a model name such as owner/name, owner/name:version or deployments/owner/name"
-    value = _matching(_MODEL_NAME, allowed)(value)
-    # Aliases are many, but none starts with "deployments/": such a name is checked at once
-    # (InvalidRequestError is a ValueError, so the UsageError names the flag).
-    if value.startswith(DEPLOYMENT_PREFIX):
-        parse_model(value)
-    return value
-
-
-MAX_MODELS = 6  # side by side: more columns than this are too narrow to read
-
-
-def model_names(values: list[str]) -> tuple[str, ...]:
-    """Every ``-m`` given, in order: each a valid name, each model once (an alias and the name
-    it stands for are the same model), at most ``MAX_MODELS``."""
-    names = tuple(_model_name(value) for value in values)
-    seen: dict[str, str] = {}
-    for name in names:
-        model = resolve_model(name)
-        if model in seen:
-            same = "" if seen[model] == name else f" (as {seen[model]} and {name})"
-            raise ValueError(f"{model} is given twice{same}; side by side, name each model once")
-        seen[model] = name
-    if len(names) > MAX_MODELS:
-        raise ValueError(f"{len(names)} models; at most {MAX_MODELS} fit side by side")
-    return names
-
-
-def _variable_name(value: str) -> str:
-    if not value.isidentifier() or keyword.iskeyword(value):
-        raise ValueError(f"invalid value {value!r} (allowed: a Python variable name)")
-    if value in _IPYTHON_NAMES or _IPYTHON_NUMBERED.fullmatch(value) or hasattr(builtins, value):
-        raise ValueError(f"invalid value {value!r}: a name Python or IPython already uses; choose another")
-    return value
-
-
-def _context_names(values: list[str]) -> tuple[str, ...]:
-    for value in values:
-        if not value.isidentifier() or keyword.iskeyword(value):
-            raise ValueError(f"invalid value {value!r} (allowed: a Python variable name)")
-    return tuple(dict.fromkeys(values))  # each once, in order
-
-
-def _stop_list(values: list[str]) -> tuple[str, ...]:
-    if "" in values:  # an empty stop sequence would end every reply at once, or be ignored
-        raise ValueError("invalid value '' (allowed: non-empty text)")
-    return tuple(values)
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(name)  # NaN/Infinity are not JSON; keep them as text
-
-
-def _finite_float(text: str) -> float:
-    number = float(text)
-    if not math.isfinite(number):  # 1e999 would become inf in the request body
-        raise ValueError(text)
-    return number
-
-
-def _json_or_text(text: str) -> Any:
-    """``3`` -> 3, ``true`` -> True, ``"3"`` -> "3"; anything that is not JSON stays text."""
-    try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
-    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError; [[[... too deep
-        return text
-
-
-# Inputs the request builds itself, and from what.
-_BUILT_INPUTS = {
-    "prompt": "the prompt you write (and the conversation)",
-    "messages": "the prompt you write and the conversation",
-    "system_prompt": "-s/--system",
-}
-
-
-def _input_pairs(pairs: list[str]) -> Mapping[str, Any]:
-    inputs: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not _INPUT_KEY.fullmatch(key):
-            allowed = "KEY=VALUE with a name as KEY, e.g. -i seed=3"
-            raise ValueError(f"invalid pair {pair!r} (allowed: {allowed})")
-        if key in _BUILT_INPUTS:  # sent in their place, they would part what is sent from the history
-            raise ValueError(f"{key} is built from {_BUILT_INPUTS[key]}; set it there, not with -i")
-        # A file is read when the request is made (a variable's value is the one it has then).
-        # JSON never starts with "@", so '"@x"' (a quoted JSON string) still sends the text @x.
-        inputs[key] = parse_source(value[1:]) if value.startswith("@") else _json_or_text(value)
-    return MappingProxyType(inputs)
-
-
-def _image_sources(values: list[str]) -> tuple[FileSource, ...]:
-    """``--image photo.png`` (or ``@photo.png``) is a file, ``--image @{name}`` a variable."""
-    return tuple(parse_source(v[1:]) if v.startswith("@") else parse_source(v) for v in values)
-
-
 # -- the options ------------------------------------------------------------------------------
 
 
@@ -206,12 +92,12 @@ class CellOptions:
     top_k: int | None = _option("--top-k", setting=SETTINGS["top_k"])
     max_tokens: int | None = _option("--max-tokens", setting=SETTINGS["max_tokens"])
     stop: tuple[str, ...] = _option(
-        "--stop", action="append", metavar="TEXT", rule=_stop_list, default=(),
+        "--stop", action="append", metavar="TEXT", rule=stop_list, default=(),
         help="stop the reply at this text; repeat for several",
     )
     system: str | None = _option("-s", "--system", metavar="TEXT", help=SETTINGS["system"].help)
     inputs: Mapping[str, Any] = _option(
-        "-i", "--input", action="append", metavar="KEY=VALUE", rule=_input_pairs,
+        "-i", "--input", action="append", metavar="KEY=VALUE", rule=input_pairs,
         default_factory=lambda: MappingProxyType({}), hash=False,  # a mappingproxy is unhashable
         help="extra model input, repeatable; VALUE is read as JSON when it parses "
         "(seed=3, flag=true), else as text. VALUE @PATH sends that local file, @{name} the "
@@ -219,14 +105,14 @@ class CellOptions:
         "under 1 MB, else uploaded to Replicate's Files API (up to 100 MB); '\"@text\"' is the text @text",
     )
     images: tuple[FileSource, ...] = _option(
-        "--image", action="append", metavar="PATH", rule=_image_sources, default=(),
+        "--image", action="append", metavar="PATH", rule=image_sources, default=(),
         help="attach an image (a file, or @{name} for a variable) to the prompt, in the input this "
         "model's schema declares for images (image, image_input, ...); repeat for a model that takes "
         "several; a model with no image input is an error and nothing is sent",
     )
     chat: str = _option(
         "-c", "--chat", metavar="NAME", default="default",
-        rule=_matching(CHAT_NAME, CHAT_NAME_RULE),
+        rule=matching(CHAT_NAME, CHAT_NAME_RULE),
         help="conversation to continue (default: default)",
     )
     new: bool = _option(
@@ -243,14 +129,14 @@ class CellOptions:
         "cell n, and {{name}} becomes {name}",
     )
     context: tuple[str, ...] = _option(
-        "--context", action="append", metavar="NAME", rule=_context_names, default=(),
+        "--context", action="append", metavar="NAME", rule=context_names, default=(),
         help="add the variable NAME after the prompt, under its name, within context_budget tokens (about 4 "
         "characters each): a DataFrame or Series as its shape, columns and dtypes, first rows and a numeric "
         "summary, a dict or list as JSON cut to fit, a long string cut with a note, anything else its repr; "
         "repeatable; a missing variable, or one that cannot be written out, fails the cell before anything is sent",
     )
     template: str | None = _option(
-        "-T", "--template", metavar="NAME", rule=_matching(CHAT_NAME, CHAT_NAME_RULE),
+        "-T", "--template", metavar="NAME", rule=matching(CHAT_NAME, CHAT_NAME_RULE),
         help="run the saved template NAME (saved by %%replicate template NAME from the last cell run): "
         "the cell's text fills its {input} (or follows its prompt when it has none), its flags apply and "
         "the flags on this line win (-i and --context add to its own)",
@@ -265,12 +151,12 @@ class CellOptions:
         help="ask Replicate even when the log holds a reply, and log the new one",
     )
     out: str | None = _option(
-        "-o", "--out", metavar="NAME", rule=_variable_name,
+        "-o", "--out", metavar="NAME", rule=variable_name,
         help="also store the reply in this variable: its text, or for a model that makes files, "
         "the file (or a list of them) with .url, .content_type, .read() and .save(path)",
     )
     each: str | None = _option(
-        "--each", metavar="NAME", rule=_variable_name,
+        "--each", metavar="NAME", rule=variable_name,
         help="ask once per element of the variable NAME (a list, dict, pandas Series or DataFrame...): the "
         "cell is a template in which {item} is the element, {index} its key and {column} a field of a row; "
         "items are independent (no history), -o gets the replies in order (None where one failed)",
@@ -293,7 +179,7 @@ class CellOptions:
         "JSON is asked again once, then fails; code and json are for this cell only, not an output_format setting",
     )
     schema: str | None = _option(
-        "--schema", metavar="NAME", rule=_variable_name,
+        "--schema", metavar="NAME", rule=variable_name,
         help="answer in JSON that follows the schema in the variable NAME: a JSON Schema dict, a pydantic model "
         "class (-o then gets its instance) or a compact string such as 'name str, age int, tags list[str]' "
         "(str, int, float, bool, list[T]; 'name? str' may be null); sent in the model's own structured-output "

@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "replicate_magic"
 PURE = {"structured", "sse", "prompts", "inputs", "errors", "conversation", "options", "prompt_template", "catalog",
         "render", "terminal", "textparts", "environment", "answers", "settings", "request", "prediction",
         "schemas", "pricing", "outputs", "attachments", "each", "context", "templates",
-        "errors_context", "reply_code"}
+        "errors_context", "reply_code", "option_rules"}
 # The network and the private loop; no IPython.
 IO = {"compare", "sessions", "client", "streaming", "provider", "chat", "loop", "cancels", "bodies", "journal", "store", "files", "limiter", "batch", "model_lookup",
       "uploads"}
