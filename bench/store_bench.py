@@ -72,7 +72,7 @@ def p95(values: list[float]) -> float:
 def no_text_index() -> Iterator[None]:
     """Stores opened inside neither make nor use the text index, as under a SQLite without
     trigrams (instrumentation: the store's own switch for that case)."""
-    from replicate_magic import store
+    from replicate_magic import store_layout as store  # where the switch lives
 
     saved = store._trigram_support
     store._trigram_support = False

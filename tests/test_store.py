@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from replicate_magic import store as store_module
+from replicate_magic import store_layout
 from replicate_magic.errors import ReplicateMagicError
 from replicate_magic.store import SCHEMA_VERSION, Exchange, LogStore, StoreError
 
@@ -536,7 +537,7 @@ def test_the_store_recovers_once_a_bad_file_is_moved_away(tmp_path):
 
 # -- text search through the trigram index ------------------------------------------------------
 
-needs_trigrams = pytest.mark.skipif(not store_module._has_trigrams(),
+needs_trigrams = pytest.mark.skipif(not store_layout._has_trigrams(),
                                     reason="this SQLite has no FTS5 trigram tokenizer (3.34+): searches scan")
 
 
@@ -671,23 +672,23 @@ def test_the_index_finds_what_the_scan_finds(store, monkeypatch):
 @needs_trigrams
 def test_without_trigrams_the_search_scans_and_a_later_sqlite_indexes_what_it_logged(tmp_path, monkeypatch):
     path = tmp_path / "log.db"
-    monkeypatch.setattr(store_module, "_trigram_support", False)  # as a SQLite older than 3.34
+    monkeypatch.setattr(store_layout, "_trigram_support", False)  # as a SQLite older than 3.34
     with LogStore(path) as log:
         log.record(exchange(prompt="logged without the index"))
         assert searched(log, "WITHOUT") == (["logged without the index"], False)
     with contextlib.closing(sqlite3.connect(path)) as db:  # layout 3, with no index to keep in step
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'exchanges_text'").fetchone() == (0,)
-    monkeypatch.setattr(store_module, "_trigram_support", True)
+    monkeypatch.setattr(store_layout, "_trigram_support", True)
     with LogStore(path) as log:  # a SQLite with trigrams makes the index, with the rows so far
         assert searched(log, "without") == (["logged without the index"], True)
         log.record(exchange(prompt="logged with it"))
-    monkeypatch.setattr(store_module, "_trigram_support", False)
+    monkeypatch.setattr(store_layout, "_trigram_support", False)
     with LogStore(path) as log:  # the file has an index now, which this SQLite leaves alone
         log.record(exchange(prompt="logged beside it"))
         assert searched(log, "logged") == (["logged beside it", "logged with it", "logged without the index"],
                                            False)
-    monkeypatch.setattr(store_module, "_trigram_support", True)
+    monkeypatch.setattr(store_layout, "_trigram_support", True)
     with LogStore(path) as log:
         assert searched(log, "BESIDE") == (["logged beside it"], False)  # the index is behind: scanned
         log.record(exchange(prompt="and again"))  # the next write catches the index up
