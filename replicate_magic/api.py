@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .batch import BatchRun, ItemOutcome
 from .batch_view import BatchView, summary_line
 from .catalog import resolve_model
+from .context import CHARS_PER_TOKEN
 from .each import batch_items, results_like, table_like
 from .environment import find_token
 from .errors import InvalidRequestError, ReplyInterrupted
@@ -124,7 +125,8 @@ def _prepare(magics: ReplicateMagics, options: CellOptions, template: str, data:
     expand = magics.expand_variables and not options.no_expand
     scope = ChainMap({"In": magics.input_history(), "Err": magics.error_lookup()}, dict(namespace)) if namespace else {}
     items = batch_items(template, data, name, scope, token=find_token(), expand_names=expand,
-                        limit=None if options.yes else LARGE_BATCH)
+                        limit=None if options.yes else LARGE_BATCH,
+                        describe_limit=magics.context_budget * CHARS_PER_TOKEN)
     concurrency = options.concurrency or magics.concurrency
     base = magics.with_files(build_request("", dataclasses.replace(options, no_history=True),
                                            Configured.of(magics), notebook=magics.notebook_path()))

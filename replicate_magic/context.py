@@ -39,7 +39,8 @@ _DEPTH = 12  # nesting levels written out in a list or dict; deeper ones are eli
 _MORE = 40  # characters kept free for a "(N more ...)" note
 
 
-def _is_pandas(value: Any, kind: str) -> bool:
+def is_pandas(value: Any, kind: str) -> bool:
+    """A pandas ``DataFrame`` or ``Series`` (``kind``), told by its type: pandas is never imported."""
     return type(value).__module__.startswith("pandas") and type(value).__name__ == kind
 
 
@@ -52,9 +53,9 @@ def describe(value: Any, limit: int, *, style: str = "str") -> str:
     ``repr`` or pandas methods propagate: the caller names the variable.
     """
     limit = max(limit, 1)
-    if _is_pandas(value, "DataFrame"):
+    if is_pandas(value, "DataFrame"):
         text = _frame(value, limit)
-    elif _is_pandas(value, "Series"):
+    elif is_pandas(value, "Series"):
         text = _series(value, limit)
     elif type(value) in _CONTAINERS:
         text = _Writer(limit, json_style=style == "json").container(value)
@@ -89,7 +90,7 @@ class Describer:
             # {Err} texts are cut to their own budget already, keeping the traceback's end (errors_context).
             if written in self.verbatim or written.startswith(("{Err}", "{Err[")):
                 return str(value)
-            if _is_pandas(value, "DataFrame") or _is_pandas(value, "Series"):
+            if is_pandas(value, "DataFrame") or is_pandas(value, "Series"):
                 text = describe(value, self.limit)
                 _add(self.described, written)
                 return text
@@ -168,7 +169,7 @@ def context_block(names: Iterable[str], namespace: Mapping[str, Any], limit: int
 def _labelled(name: str, value: Any, limit: int) -> tuple[str, str]:
     """The heading of a context variable and its body, together within ``limit`` characters
     (when the heading alone fits): a frame's description, else the value in a fence."""
-    if _is_pandas(value, "DataFrame") or _is_pandas(value, "Series"):
+    if is_pandas(value, "DataFrame") or is_pandas(value, "Series"):
         label = f"Variable `{name}`:"
         return label, describe(value, limit - len(label) - 1)
     kind = type(value).__name__

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .context import Describer, is_pandas
 from .errors import InvalidRequestError
 from .prompt_template import Expansion, expand, names_used
 
@@ -51,19 +52,15 @@ class _Element:
     fields: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _is_pandas(value: Any, kind: str) -> bool:
-    return type(value).__module__.startswith("pandas") and type(value).__name__ == kind
-
-
 def _elements(data: Any, name: str) -> list[_Element]:
     if isinstance(data, (str, bytes, bytearray)):
         raise InvalidRequestError(f"--each {name}: a {type(data).__name__} is one prompt's text, not a list of "
                                   "items; put it in a list, or use a plain %%replicate cell")
-    if _is_pandas(data, "DataFrame"):
+    if is_pandas(data, "DataFrame"):
         columns = [str(c) for c in data.columns]
         return [_Element(key, dict(zip(columns, row, strict=True)), dict(zip(columns, row, strict=True)))
                 for key, row in zip(data.index, data.itertuples(index=False, name=None), strict=True)]
-    if _is_pandas(data, "Series"):
+    if is_pandas(data, "Series"):
         return [_Element(key, value, _fields(value)) for key, value in data.items()]
     if isinstance(data, Mapping):
         return [_Element(key, value, _fields(value)) for key, value in data.items()]
@@ -80,12 +77,15 @@ def _fields(value: Any) -> Mapping[str, Any]:
 
 
 def batch_items(template: str, data: Any, name: str, namespace: Mapping[str, Any], *,
-                token: str | None = None, expand_names: bool = True, limit: int | None = None) -> list[BatchItem]:
+                token: str | None = None, expand_names: bool = True, limit: int | None = None,
+                describe_limit: int | None = None) -> list[BatchItem]:
     """One item per element of ``data``, its prompt the template expanded for it.
 
     A field the template uses that an element lacks (and no variable of that name exists)
     is one error naming the element and the field; an empty ``data`` is one error too, and
-    so is one of more than ``limit`` elements (counted before any prompt is built).
+    so is one of more than ``limit`` elements (counted before any prompt is built). With
+    ``describe_limit`` (characters), a DataFrame is described and a long value cut, as in a
+    single cell (``context.Describer``).
     """
     elements = _elements(data, name)
     if not elements:
@@ -107,7 +107,10 @@ def batch_items(template: str, data: Any, name: str, namespace: Mapping[str, Any
             continue
         scope: Mapping[str, Any] = ChainMap({"item": element.value, "index": element.key}, dict(element.fields),
                                             namespace)  # type: ignore[arg-type]  # only read
-        expansion: Expansion = expand(template, scope, token=token)
+        describer = Describer(describe_limit) if describe_limit is not None else None
+        expansion: Expansion = expand(template, scope, token=token, describe=describer)
+        if describer is not None:
+            describer.check()
         prompt = expansion.text.strip()
         if not prompt:
             raise InvalidRequestError(f"--each {name}: the prompt of item {element.key!r} is empty once expanded")
@@ -118,7 +121,7 @@ def batch_items(template: str, data: Any, name: str, namespace: Mapping[str, Any
 def results_like(data: Any, values: Sequence[Any], keys: Sequence[Any], errors: Mapping[Any, str]) -> Any:
     """The results in the input's shape: a Series with the same index for a Series or a
     DataFrame (its ``attrs["errors"]`` holding the failures), else ``Results``."""
-    if _is_pandas(data, "Series") or _is_pandas(data, "DataFrame"):
+    if is_pandas(data, "Series") or is_pandas(data, "DataFrame"):
         series_type = type(data.index.to_series())  # pandas' Series, without importing pandas
         series = series_type(list(values), index=data.index, dtype=object)
         series.attrs["errors"] = dict(errors)
@@ -133,7 +136,7 @@ def table_like(data: Any, models: Sequence[str], values: Mapping[tuple[Any, str]
     by ``(index, model)``), else ``Results`` of one dict (model -> reply) per item."""
     keys = list(dict.fromkeys(key for key, _ in values))
     rows = [{model: values.get((key, model)) for model in models} for key in keys]
-    if _is_pandas(data, "Series") or _is_pandas(data, "DataFrame"):
+    if is_pandas(data, "Series") or is_pandas(data, "DataFrame"):
         frame_type = type(data.index.to_frame())  # pandas' DataFrame, without importing pandas
         frame = frame_type(rows, index=data.index, columns=list(models), dtype=object)
         frame.attrs["errors"] = dict(errors)

@@ -260,3 +260,12 @@ def test_each_with_several_models_gives_a_table_of_items_by_models(ip, env_emu):
     said = {(p.model, p.input["prompt"]): "".join(p.output) for p in env_emu.predictions.values()}
     assert ip.user_ns["rows"] == [{small: said[(small, "Say a")], large: said[(large, "Say a")]}]
     assert ip.user_ns["rows"].keys == [0]
+
+
+def test_a_data_frame_in_an_each_template_is_described_not_written_out(ip, env_emu):
+    ip.user_ns["prices"] = pd.DataFrame({"dish": [f"dish {n}" for n in range(50_000)], "price": range(50_000)})
+    ip.user_ns["questions"] = ["cheapest", "dearest"]
+    run(ip, "--each questions", "Which dish is {item}? {prices}")
+    sent = prompts_sent(env_emu)
+    assert len(sent) == 2 and all("50,000 rows x 2 columns" in p and "more rows)" in p for p in sent)
+    assert all("dish 49999" not in p for p in sent)
