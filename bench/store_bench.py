@@ -86,6 +86,7 @@ def as_layout_2(path: Path) -> None:
     """A log filled with the index off has layout 2's tables: mark it so, as an older log is."""
     with contextlib.closing(sqlite3.connect(path)) as db:
         assert not db.execute("SELECT count(*) FROM sqlite_master WHERE name LIKE 'exchanges_text%'").fetchone()[0]
+        db.execute("DROP TABLE IF EXISTS templates")  # layout 4's: a layout 2 file has none
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         db.execute("PRAGMA user_version = 2")
 
