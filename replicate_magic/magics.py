@@ -19,7 +19,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 
 from .environment import find_token
-from .errors import InvalidAnswerError, InvalidRequestError, ReplicateMagicError, ReplyInterrupted, UnexpectedError
+from .errors import InvalidAnswerError, InvalidRequestError, ReplyInterrupted
 from .errors_context import CellErrors, ErrorLookup
 from .options import CellOptions, line_over, parse_cell_options, replicate_arguments
 from .prompt_template import Expansion, expand
@@ -27,13 +27,11 @@ from .templates import INPUT, Template, joined
 from .traits import setting_trait
 
 if TYPE_CHECKING:
-    from .chat import ChatSession, Metrics, TurnResult
-    from .display import LiveReply
+    from .chat import ChatSession
     from .request import TurnRequest
     from .store import LogStore
 
 log = logging.getLogger(__name__)
-_CANCEL_REPORT_WAIT = 2.0  # seconds an interrupted cell waits to say what its cancel did
 
 
 def loaded_magics() -> ReplicateMagics | None:
@@ -261,6 +259,7 @@ class ReplicateMagics(Magics):
 
     def _ask(self, options: CellOptions, prompt: str, expansion: Expansion) -> Any:
         """Build the request, open the output area, run the turn, then publish its result."""
+        from .cell_turn import run_turn, show_result_line
         from .display import LiveReply  # not at %load_ext: warm_up imports these meanwhile
         from .request import Configured, build_request
 
@@ -272,7 +271,7 @@ class ReplicateMagics(Magics):
         reply = LiveReply("markdown" if fmt == "code" else fmt, rich=self._rich())
         reply.start(status=f"asking {request.model}…")
         try:
-            result, metrics = self._run_turn(request, reply)
+            result, metrics = run_turn(self, request, reply)
         except InvalidAnswerError as error:  # -o keeps what the model said, to look at or fix by hand
             if options.out:
                 self._shell().user_ns[options.out] = error.raw
@@ -285,73 +284,8 @@ class ReplicateMagics(Magics):
             from .notebook_context import code_into_new_cell
 
             said.append(code_into_new_cell(self._shell(), result.text))
-        self._show_result_line(result, metrics, expansion, reply, said)
+        show_result_line(result, metrics, expansion, reply, said)
         return result.value
-
-    def _run_turn(self, request: TurnRequest, reply: LiveReply) -> tuple[TurnResult, Metrics | None]:
-        """The turn on the private loop; any failure finishes the area and is one line."""
-        from .cancels import StopReport
-        from .loop import shared_loop
-
-        session = self.chat_session()
-        answered: list[TurnResult] = []  # set once the reply is complete and recorded
-        stops = StopReport()  # what became of any cancel this turn needed: told, never assumed
-
-        async def turn() -> Metrics | None:
-            with stops.watching():
-                result = await session.ask(request, on_token=reply.append, on_log=reply.status,
-                                           on_retry=lambda reason: _asking_again(reply, reason))
-            answered.append(result)
-            # The whole reply shows now; the metrics request is already under way.
-            if result.files is not None:
-                reply.text = ""  # the URLs a stream may have shown: the files themselves stand there now
-                reply.finish("" if result.files else "the model made no files", files=result.files)
-            else:
-                reply.finish("" if result.text else "empty reply: the model sent no text")
-            return await session.reported_metrics(result) if self.show_metrics else None
-
-        stopped = "stopped by the error below; this turn is not in the history"
-        try:
-            metrics = shared_loop().run(turn())
-        except KeyboardInterrupt:
-            if answered:  # the reply is complete and recorded: skip the nicety
-                return answered[0], answered[0].metrics
-            stops.wait(_CANCEL_REPORT_WAIT)
-            what = stops.message()
-            reply.finish(f"interrupted: {what}; this turn is not in the history")
-            raise ReplyInterrupted(
-                f"Interrupted: the reply stopped ({what}); "
-                "the partial answer stays above, the conversation is unchanged."
-            ) from None
-        except ReplicateMagicError as error:
-            stops.wait(_CANCEL_REPORT_WAIT)
-            failed = [o.message() for o in stops.outcomes if not o.cancelled]
-            reply.finish(stopped if reply.text else "no reply")
-            if failed:  # a stall or a broken stream needed a cancel, and it did not go through
-                error.args = (f"{error} Also: {'; '.join(failed)}.",)
-            raise
-        except Exception as error:  # a bug: the area still ends, the message is one line
-            log.exception("a %%replicate turn failed unexpectedly")
-            reply.finish(stopped if reply.text else "no reply")
-            raise UnexpectedError(
-                f"Unexpected {type(error).__name__}: {error}. The conversation is unchanged; "
-                "this is a bug in replicate_magic (the traceback is in the kernel's log)."
-            ) from None
-        return answered[0], metrics
-
-    def _show_result_line(self, result: TurnResult, metrics: Metrics | None, expansion: Expansion,
-                          reply: LiveReply, said: list[str] | None = None) -> None:
-        from .display import result_notes, show_line
-
-        notes = result_notes(result, metrics) if metrics is not None else list(result.adjusted)
-        if expansion.names:  # so the user sees what was sent
-            notes.append(f"expanded: {', '.join(expansion.names)}")
-        if expansion.withheld:
-            notes.append(f"not expanded, since the value holds the API token: {', '.join(expansion.withheld)}")
-        notes += expansion.notes  # described or cut to the context budget, --context, a template
-        notes += said or []  # -f code: where the code went
-        if notes:
-            show_line(" · ".join(notes), reply.fmt, rich=reply.rich)
 
     # -- what the Python API and --each use -----------------------------------------------------
 
@@ -428,12 +362,3 @@ class ReplicateMagics(Magics):
     def _rich(self) -> bool:
         """Notebooks (a kernel) get a live Markdown area; terminal IPython gets streamed text."""
         return type(self.shell).__module__.startswith("ipykernel")
-
-
-def _asking_again(reply: LiveReply, reason: str) -> None:
-    """A JSON answer was invalid and is asked for again: the new one replaces it on screen (in a
-    terminal, where printed text stays, it follows on a line of its own)."""
-    if not reply.rich and reply.text:
-        print(flush=True)
-    reply.text = ""
-    reply.status(f"the answer was not valid ({reason}); asking again…")

@@ -23,6 +23,7 @@ MODULES = (
     "replicate_magic.chat",
     "replicate_magic.loop",
     "replicate_magic.journal",
+    "replicate_magic.cell_turn",
 )
 
 

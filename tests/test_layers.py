@@ -24,7 +24,7 @@ PURE = {"structured", "sse", "prompts", "inputs", "errors", "conversation", "opt
 IO = {"compare", "sessions", "client", "streaming", "provider", "chat", "loop", "cancels", "bodies", "journal", "store", "files", "limiter", "batch", "model_lookup", "store_layout",
       "uploads"}
 # IPython and widgets on top.
-GLUE = {"compare_view", "magics", "subcommands", "display", "panel_model", "panel", "__main__", "demo", "__init__", "traits", "warm_up", "batch_view", "api",
+GLUE = {"compare_view", "magics", "subcommands", "display", "panel_model", "panel", "__main__", "demo", "__init__", "traits", "warm_up", "batch_view", "api", "cell_turn",
         "notebook_context"}
 LAYERS = [PURE, IO, GLUE]
 
