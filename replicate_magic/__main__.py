@@ -129,8 +129,7 @@ async def _ask(options: CellOptions, prompt: str, stops: StopReport, base: str |
     sys.stdout.write(sanitizer.flush())
     print()
     for item in result.files or ():  # a model that makes files: a line each (and where it was saved)
-        saved = f" · saved to {item.path}" if item.path is not None else ""
-        print(clean(f"{item.summary()}{saved}"))
+        print(clean(item.listing()))
     notes = result_notes(result, await session.reported_metrics(result))
     print(clean(" · ".join(notes)), file=sys.stderr)
     return 0

@@ -193,8 +193,7 @@ class CompareView:
             lines = [f"── {clean(column.label)} ──"]
             if column.text:
                 lines.append(clean(column.text.value))
-            lines += [clean(item.summary()) + (f" · saved to {clean(str(item.path))}" if item.path else "")
-                      for item in column.files or ()]
+            lines += [clean(item.listing()) for item in column.files or ()]
             if column.note:
                 lines.append(f"[{clean(column.note)}]")
             sys.stdout.write("\n".join(lines) + "\n\n")

@@ -174,8 +174,7 @@ class LiveReply:
         if self.rich:
             self._publish(bundle(self.text, self.fmt, note, files=files), final=True)
         else:
-            listed = "".join(f"[{clean(item.summary())}" + (f" · saved to {clean(str(item.path))}"
-                                                              if item.path else "") + "]\n" for item in files)
+            listed = "".join(f"[{clean(item.listing())}]\n" for item in files)
             ending = (f"\n\n[{note}]" if note else "") + ("\n" if note or self.text else "")
             sys.stdout.write(self._terminal.flush() + ending + listed)
             sys.stdout.flush()

@@ -102,6 +102,10 @@ class FileOutput:
             return f"{self.name}: {self.problem}"
         return " · ".join([self.name, human_size(self.size), self.content_type, *filter(None, [self.note])])
 
+    def listing(self) -> str:
+        """The summary, and where the file was saved when it was: one line of a file list."""
+        return self.summary() + (f" · saved to {self.path}" if self.path is not None else "")
+
     def __repr__(self) -> str:
         return f"FileOutput({self.summary()!r})"
 

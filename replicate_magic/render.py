@@ -115,6 +115,8 @@ class ShownFile(Protocol):
 
     def summary(self) -> str: ...
 
+    def listing(self) -> str: ...
+
 
 FILES_CSS = (".rm-files { display: flex; flex-wrap: wrap; gap: 8px; align-items: flex-start; }\n"
              ".rm-file { margin: 0; max-width: 100%; }\n"
@@ -132,9 +134,7 @@ def files_html(files: Sequence[ShownFile], embed: bool = True) -> str:
 
 def _file_html(item: ShownFile, embed: bool) -> str:
     found = item.facts
-    caption = inline_html(item.summary())
-    if item.path is not None:
-        caption += inline_html(f" · saved to {item.path}")
+    caption = inline_html(item.listing())
     if embed and item.problem is None and found.embeddable and item.in_memory:
         source = f"data:{found.content_type};base64,{base64.b64encode(item.read()).decode('ascii')}"
         alt = html.escape(item.name)
