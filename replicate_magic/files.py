@@ -25,7 +25,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 
 from .environment import is_loopback
-from .outputs import FileFacts, facts, human_size, names_in_order, parse_data_uri, sniff
+from .outputs import FileFacts, facts, human_size, names_in_order, parse_data_uri
 from .sessions import shared_session
 from .settings import Timeouts
 
@@ -137,17 +137,17 @@ async def fetch_files(urls: Sequence[str], *, api_base: str, timeouts: Timeouts,
     """
     urls = list(urls)
     first = await asyncio.gather(*(_bytes_or_problem(url, api_base, timeouts, embed_limit) for url in urls))
-    types = [sniff(data) if isinstance(data, bytes) else None for data, _ in first]
-    names = names_in_order(urls, types)
-    files = []
+    # The bytes are sniffed once, here; the names follow the types they give.
+    files = [FileOutput(url, "", problem=data) if isinstance(data, str) else FileOutput.of(url, "", data)
+             for url, (data, _) in zip(urls, first, strict=True)]
+    names = names_in_order(urls, [None if item.problem else item.content_type for item in files])
     embedded = 0
-    for url, name, (data, spilled) in zip(urls, names, first, strict=True):
+    for item, name, (data, spilled) in zip(files, names, first, strict=True):
+        item.name = name
         if isinstance(data, str):
-            files.append(FileOutput(url, name, problem=data))
             continue
         spilled = spilled or embedded + len(data) > MAX_EMBEDDED
         embedded += 0 if spilled else len(data)
-        item = FileOutput.of(url, name, data)
         try:
             if save_dir is not None:
                 item.path = item.save(_writable(save_dir) / f"{prefix}{name}")
@@ -159,7 +159,6 @@ async def fetch_files(urls: Sequence[str], *, api_base: str, timeouts: Timeouts,
             spilled = False
         if spilled:
             item._data = None  # too big to keep in the kernel's memory: read() reads the disk copy
-        files.append(item)
     return files
 
 
