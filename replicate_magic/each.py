@@ -58,8 +58,8 @@ def _elements(data: Any, name: str) -> list[_Element]:
                                   "items; put it in a list, or use a plain %%replicate cell")
     if is_pandas(data, "DataFrame"):
         columns = [str(c) for c in data.columns]
-        return [_Element(key, dict(zip(columns, row, strict=True)), dict(zip(columns, row, strict=True)))
-                for key, row in zip(data.index, data.itertuples(index=False, name=None), strict=True)]
+        rows = (dict(zip(columns, row, strict=True)) for row in data.itertuples(index=False, name=None))
+        return [_Element(key, row, row) for key, row in zip(data.index, rows, strict=True)]  # {item} is the row
     if is_pandas(data, "Series"):
         return [_Element(key, value, _fields(value)) for key, value in data.items()]
     if isinstance(data, Mapping):
