@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 __all__ = ["LARGE_BATCH", "ask", "ask_async", "map", "map_async", "run_each_cell"]
 
 LARGE_BATCH = 1000  # items beyond which a batch runs only when told to (--yes, yes=True)
-_CANCEL_REPORT_WAIT = 2.0
 
 
 # -- the Python API -------------------------------------------------------------------------------
@@ -142,7 +141,7 @@ def _prepare(magics: ReplicateMagics, options: CellOptions, template: str, data:
 
 
 def _run_blocking(magics: ReplicateMagics, batch: _Batch, view: BatchView | None, out: str | None = None) -> Any:
-    from .cancels import StopReport
+    from .cancels import REPORT_WAIT, StopReport
 
     stops = StopReport()
     run = batch.run
@@ -158,7 +157,7 @@ def _run_blocking(magics: ReplicateMagics, batch: _Batch, view: BatchView | None
     try:
         shared_loop().run(go())
     except KeyboardInterrupt:
-        stops.wait(_CANCEL_REPORT_WAIT)
+        stops.wait(REPORT_WAIT)
         interrupted = f"the {run.progress.in_flight or 'running'} in flight stopped ({stops.message()})"
     results = batch.results()
     if out:

@@ -59,6 +59,9 @@ class CancelOutcome:
 _watching: contextvars.ContextVar[StopReport | None] = contextvars.ContextVar("replicate_stop_report", default=None)
 
 
+REPORT_WAIT = 2.0  # seconds an interrupted cell waits to say what its cancels did
+
+
 class StopReport:
     """The cancels started in this context while it watches, and how each ended.
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from .cancels import StopReport
+from .cancels import REPORT_WAIT, StopReport
 from .display import LiveReply, result_notes, show_line
 from .errors import ReplicateMagicError, ReplyInterrupted, UnexpectedError
 from .loop import shared_loop
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["run_turn", "show_result_line"]
 
 log = logging.getLogger("replicate_magic.magics")  # where a turn's unexpected failure was logged before
-_CANCEL_REPORT_WAIT = 2.0  # seconds an interrupted cell waits to say what its cancel did
 
 
 def run_turn(magics: ReplicateMagics, request: TurnRequest, reply: LiveReply) -> tuple[TurnResult, Metrics | None]:
@@ -55,7 +54,7 @@ def run_turn(magics: ReplicateMagics, request: TurnRequest, reply: LiveReply) ->
     except KeyboardInterrupt:
         if answered:  # the reply is complete and recorded: skip the nicety
             return answered[0], answered[0].metrics
-        stops.wait(_CANCEL_REPORT_WAIT)
+        stops.wait(REPORT_WAIT)
         what = stops.message()
         reply.finish(f"interrupted: {what}; this turn is not in the history")
         raise ReplyInterrupted(
@@ -63,7 +62,7 @@ def run_turn(magics: ReplicateMagics, request: TurnRequest, reply: LiveReply) ->
             "the partial answer stays above, the conversation is unchanged."
         ) from None
     except ReplicateMagicError as error:
-        stops.wait(_CANCEL_REPORT_WAIT)
+        stops.wait(REPORT_WAIT)
         failed = [o.message() for o in stops.outcomes if not o.cancelled]
         reply.finish(stopped if reply.text else "no reply")
         if failed:  # a stall or a broken stream needed a cancel, and it did not go through

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 
+from .cancels import REPORT_WAIT
 from .compare import ModelOutcome, SideBySide, history_note
 from .display import FRAME_RATE, FrameThrottle, result_notes
 from .errors import ReplicateMagicError, ReplyInterrupted, UnexpectedError
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CompareView", "compare"]
 
-_CANCEL_REPORT_WAIT = 2.0  # seconds an interrupted cell waits to say what each cancel did
 
 
 @dataclass
@@ -250,7 +250,7 @@ def _requests(magics: ReplicateMagics, options: CellOptions, prompt: str) -> lis
 
 def _interrupted(run: SideBySide, view: CompareView) -> None:
     """Say in one line what became of each model, and end the cell."""
-    deadline = time.monotonic() + _CANCEL_REPORT_WAIT
+    deadline = time.monotonic() + REPORT_WAIT
     for outcome in run.outcomes:
         outcome.stops.wait(max(0.0, deadline - time.monotonic()))
 
