@@ -67,7 +67,8 @@ def check_prediction(data: Mapping[str, Any]) -> str:
 
 def url_problem(url: str) -> str | None:
     """Why ``url`` is not a URL to send a request to, or None."""
-    if any(c.isspace() or not c.isprintable() for c in url):
+    # str.isprintable is False for every whitespace character except the ASCII space.
+    if " " in url or not url.isprintable():
         return "it holds spaces or control characters"
     try:
         parts = urlsplit(url)

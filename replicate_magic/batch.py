@@ -20,6 +20,7 @@ from typing import Any
 
 from .chat import ChatSession, TurnResult
 from .errors import ModelError, ReplicateMagicError, ResponseError, StreamError
+from .journal import LogGroup
 from .request import TurnRequest
 
 __all__ = ["BatchRun", "ItemOutcome", "Progress"]
@@ -54,6 +55,7 @@ class Progress:
     cost: float | None = None  # the estimated cost so far, where every priced item had a price
     started: float = field(default_factory=time.monotonic)
     latest: ItemOutcome | None = None
+    log_problems: list[str] = field(default_factory=list)  # the local log's failures, one line each
 
     @property
     def elapsed(self) -> float:
@@ -99,16 +101,22 @@ class BatchRun:
 
     async def run(self) -> list[ItemOutcome]:
         slots = asyncio.Semaphore(self.concurrency)
+        group = None if self.session.log is None else LogGroup(self.session.log)
+        self.session.log_group = group  # the items' exchanges are logged together, twice a second
         workers = [asyncio.ensure_future(self._item(i, slots)) for i in range(len(self.requests))]
         try:
             await asyncio.wait(workers)
         except asyncio.CancelledError:
+            self._log_now(group)  # what finished is in the log before anything else happens
             # Interrupted: each item still running is cancelled once (its stream then cancels its
             # prediction) and waited for; cancelling twice would cut into that cleanup.
             for worker in workers:
                 worker.cancel()
             await asyncio.wait(workers)
             raise
+        finally:
+            self.session.log_group = None
+            self._log_now(group)  # the rest, the interrupted items' too
         for worker in workers:  # a bug in one item is not an item's failure: let it show
             if not worker.cancelled() and worker.exception() is not None:
                 raise worker.exception()  # type: ignore[misc]
@@ -158,6 +166,12 @@ class BatchRun:
                 progress.cost = None if not self._priced else (progress.cost or 0.0) + (cost or 0.0)
             progress.latest = outcome
             return
+
+    def _log_now(self, group: LogGroup | None) -> None:
+        """Write what the log still holds back; its failures show in ``progress.log_problems``."""
+        if group is not None:
+            group.flush()
+            self.progress.log_problems = list(group.problems)
 
     def _changed(self) -> None:
         if self._on_change is not None:

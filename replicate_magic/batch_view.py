@@ -66,7 +66,8 @@ def summary_line(progress: Progress, outcomes: Sequence[ItemOutcome], interrupte
     named = [f"{o.key!r}: {o.error}" for o in failures[:_FAILURES_SHOWN]]
     if len(failures) > _FAILURES_SHOWN:
         named.append(f"and {len(failures) - _FAILURES_SHOWN} more (see .errors)")
-    return " · ".join(head) + ("" if not named else ". Failed: " + "; ".join(named))
+    logged = "".join(f". The log: {problem}" for problem in progress.log_problems)
+    return " · ".join(head) + ("" if not named else ". Failed: " + "; ".join(named)) + logged
 
 
 class BatchView:

@@ -22,7 +22,7 @@ from .environment import base_url
 from .errors import InvalidAnswerError, NotInLogError, ReplicateMagicError, ResponseError
 from .files import FileOutput, fetch_files
 from .inputs import parse_model, structured_input
-from .journal import Replay, TurnLog
+from .journal import LogGroup, Replay, TurnLog
 from .pricing import estimate, format_cost
 from .request import TurnRequest
 from .schemas import SchemaCache, default_schemas
@@ -108,6 +108,7 @@ class ChatSession:
         self.log = log
         self.prices = dict(prices or {})  # the user's price overrides (pricing.py)
         self.schemas = schemas if schemas is not None else default_schemas
+        self.log_group: LogGroup | None = None  # while a batch runs: its exchanges are logged together
 
     def reset(self, name: str) -> list[str]:
         """Empty conversation ``name``, here and for a later restore from the log; returns the
@@ -187,7 +188,7 @@ class ChatSession:
         model = resolve_model(request.model)
         ref = parse_model(model)
         messages = self.messages_for(request) + [dict(m) for m in follow_up]
-        journal = None if self.log is None else TurnLog(self.log, self.schemas, base_url())
+        journal = None if self.log is None else TurnLog(self.log, self.schemas, base_url(), self.log_group)
         # A schema kept in the log spares a fresh kernel the schema request (and lets it replay).
         schema = journal.known_schema(ref) if journal is not None and ref.slug is not None else None
         known = journal is not None and (ref.slug is None or schema is not None)

@@ -26,7 +26,7 @@ from .answers import (
     retry_delay,
     shorten,
 )
-from .bodies import read_body, woken_on_close
+from .bodies import idle_limit, read_body, woken_on_close
 from .cancels import CancelOutcome, InFlight
 from .environment import (
     DEFAULT_BASE_URL,
@@ -436,7 +436,7 @@ class ReplicateClient:
             try:
                 async with session.get(url, **options) as response:
                     await self._check_stream_response(response)
-                    with woken_on_close(response):
+                    with woken_on_close(response), idle_limit(response, self.timeouts.idle):
                         async for chunk in response.content.iter_any():
                             for event in decoder.feed(chunk):
                                 yield event

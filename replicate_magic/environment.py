@@ -5,6 +5,7 @@ Read at request time, never stored. Pure: no I/O.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 from urllib.parse import SplitResult, urlsplit
@@ -30,6 +31,7 @@ def base_url() -> str:
     return os.environ.get("REPLICATE_BASE_URL", "").strip().rstrip("/") or DEFAULT_BASE_URL
 
 
+@functools.lru_cache(maxsize=64)  # asked for every request, of a handful of hosts
 def is_loopback(host: str | None) -> bool:
     """127.0.0.0/8, ::1 or localhost: traffic that never leaves this machine."""
     if not host:

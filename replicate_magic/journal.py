@@ -9,6 +9,7 @@ asking for the schema again.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -24,7 +25,9 @@ from .schemas import SCHEMA_TTL, ModelSchema, SchemaCache
 from .store import Exchange, LogStore, StoreError, default_path
 from .streaming import input_for
 
-__all__ = ["Replay", "TurnLog", "shared_log"]
+__all__ = ["LogGroup", "Replay", "TurnLog", "shared_log"]
+
+GROUP_INTERVAL = 0.5  # seconds a batch's finished exchanges may wait to be written together
 
 
 @dataclass(frozen=True)
@@ -61,11 +64,47 @@ def shared_log(path: str = "") -> LogStore:
         return _open_logs[where]
 
 
+class LogGroup:
+    """The exchanges of many turns at once (a batch), written together: in one transaction at
+    most every ``interval`` seconds while they come, and at once by ``flush()``, which the
+    batch calls as it ends, interrupted or not. Used on one event loop."""
+
+    def __init__(self, store: LogStore, interval: float = GROUP_INTERVAL) -> None:
+        self.store = store
+        self.interval = interval
+        self._failed: dict[str, int] = {}  # each failure of the log: how many exchanges it cost
+        self._pending: list[Exchange] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, exchange: Exchange) -> None:
+        self._pending.append(exchange)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.interval, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        try:
+            self.store.record_many(pending)
+        except StoreError as error:
+            self._failed[str(error)] = self._failed.get(str(error), 0) + len(pending)
+
+    @property
+    def problems(self) -> list[str]:
+        """One line for each way the log failed: ``3 not logged: the disk is full``."""
+        return [f"{count} not logged: {error}" for error, count in self._failed.items()]
+
+
 class TurnLog:
-    def __init__(self, store: LogStore, schemas: SchemaCache, base_url: str) -> None:
+    def __init__(self, store: LogStore, schemas: SchemaCache, base_url: str, group: LogGroup | None = None) -> None:
         self.store = store
         self.schemas = schemas
         self.base_url = base_url
+        self.group = group  # a batch's: exchanges are written with the others
         self.problems: list[str] = []  # one line per failure of the log, for the caller to show
 
     def logged_model(self, model: str) -> str:
@@ -149,6 +188,9 @@ class TurnLog:
         return rebuilt
 
     def record(self, exchange: Exchange) -> None:
+        if self.group is not None:
+            self.group.add(exchange)
+            return
         try:
             self.store.record(exchange)
         except StoreError as error:

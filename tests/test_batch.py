@@ -156,6 +156,29 @@ def test_a_rerun_with_cache_asks_only_what_is_not_in_the_log(ip, env_emu):
     assert list(ip.user_ns["second"][:3]) == list(ip.user_ns["first"])
 
 
+def test_every_item_is_logged_on_its_own_row_though_written_together(ip, env_emu, own_log):
+    ip.user_ns["items"] = [f"row {n}" for n in range(12)]
+    run(ip, "--each items -o out --concurrency 4", "Say {item}")
+    logged = {e["prompt"]: e for e in replicate_magic.log()}
+    assert sorted(logged) == sorted(f"Say row {n}" for n in range(12))
+    out = ip.user_ns["out"]
+    assert all(logged[f"Say row {n}"]["reply"] == out[n] for n in range(12))
+    assert all(e["status"] == "succeeded" and e["metrics"].get("predict_time") for e in logged.values())
+    assert replicate_magic.log(search="row 7")[0]["prompt"] == "Say row 7"  # in the text index too
+
+
+def test_a_log_that_cannot_be_written_is_one_line_in_the_summary_and_the_replies_stand(ip, env_emu, own_log,
+                                                                                          capsys):
+    own_log.write_bytes(b"this is not a database" * 100)
+    ip.user_ns["items"] = ["a", "b", "c"]
+    run(ip, "--each items -o out", "Say {item}")
+    assert all(ip.user_ns["out"])
+    err = capsys.readouterr().err
+    assert "3 of 3 answered" in err
+    assert "The log: 3 not logged: The log at " in err and "is not a replicate_magic database" in err
+    assert err.count("not logged") == 1
+
+
 # -- bad input: one line, nothing sent --------------------------------------------------------------
 
 

@@ -58,6 +58,11 @@ def test_an_interrupt_cancels_exactly_the_items_in_flight_and_keeps_the_finished
     finished = kernel.eval("[v is not None for v in out]")
     assert finished == [True] + [False] * 9
     assert "interrupted after 1" in plain(cell.of_type("display_data", "update_display_data")[-1])
+    # The finished item is in the log the moment the cell has ended (a batch's exchanges are
+    # written together, and an interrupt writes them first); those cut off are logged as such.
+    logged = kernel.eval("sorted((e['prompt'], e['status']) for e in __import__('replicate_magic').log())")
+    assert ("Say fast", "succeeded") in logged
+    assert sorted(status for _, status in logged) == ["interrupted"] * 3 + ["succeeded"], logged
 
 
 def test_ask_and_map_show_live_in_a_notebook_and_return_the_replies(kernel, emu):  # noqa: F811
