@@ -244,6 +244,8 @@ async def generate(pred: Prediction, tokens: list[str], tokens_per_second: float
     await asyncio.sleep(cold_start / 2)
     pred.start_processing()
     delay = 1.0 / tokens_per_second if tokens_per_second > 0 else 0.0
+    clock = asyncio.get_running_loop().time
+    began = clock()
     for index in range(len(tokens) + 1):
         if faults.stall_after == index:
             await asyncio.Event().wait()  # until cancel (or shutdown) cancels this task
@@ -252,6 +254,9 @@ async def generate(pred: Prediction, tokens: list[str], tokens_per_second: float
             return
         if index == len(tokens):
             break
-        await asyncio.sleep(delay)  # 0 still yields, so streams interleave with generation
+        # Each token at its own time from the start, as a model on its own GPU makes them: a
+        # busy emulator catches up rather than drifting later with every token. (0 still
+        # yields, so streams interleave with generation.)
+        await asyncio.sleep(max(0.0, began + (index + 1) * delay - clock()))
         pred.add_token(tokens[index])
     pred.finish("succeeded")

@@ -157,7 +157,7 @@ async def run_media(pred: Prediction, model: EmulatedModel, state: EmulatorState
             return
         if step == total:
             break
-        await asyncio.sleep(delay)
+        await asyncio.sleep(max(0.0, began + (step + 1) * delay - time.monotonic()))  # no drift, as above
         pred.add_log(tqdm_line(step + 1, total, time.monotonic() - began))
     pred.add_log(tqdm_line(total, total, time.monotonic() - began))
     if faults.tokens is not None:
