@@ -26,6 +26,7 @@ from .errors import InvalidRequestError, ReplyInterrupted
 from .loop import shared_loop
 from .options import CellOptions, options_of
 from .request import Configured, build_request
+from .structured import AnswerFormat, answer_format
 
 if TYPE_CHECKING:
     from .magics import ReplicateMagics
@@ -38,41 +39,53 @@ LARGE_BATCH = 1000  # items beyond which a batch runs only when told to (--yes, 
 # -- the Python API -------------------------------------------------------------------------------
 
 
-def ask(prompt: str, model: str | None = None, chat: str = "default", *, show: bool | None = None,
-        **settings: Any) -> Any:
+def ask(prompt: str, model: str | None = None, chat: str = "default", *, schema: Any = None,
+        format: str | None = None, show: bool | None = None, **settings: Any) -> Any:
     """Ask ``model`` (default: the configured one) and return the reply's text (a model that
     makes files: its files). The turn continues conversation ``chat`` unless
-    ``no_history=True``. Blocks until the reply is complete; in async code use ``ask_async``."""
+    ``no_history=True``. Blocks until the reply is complete; in async code use ``ask_async``.
+
+    ``schema`` (a JSON Schema dict, a pydantic model class or a compact string such as
+    ``"name str, age int"``) or ``format="json"`` asks for a JSON answer, as ``--schema`` and
+    ``-f json`` do: the object is returned (a pydantic model's instance), checked, asked again
+    once when invalid, else ``InvalidAnswerError``."""
+    answer = _answer(schema, format)
     options = _options(settings, model=model, chat=chat)
     magics = _magics()
     if _live(show):
-        return magics.ask_shown(prompt, options)
-    return shared_loop().run(_ask_quietly(prompt, options, magics))
+        return magics.ask_shown(prompt, options, answer=answer)
+    return shared_loop().run(_ask_quietly(prompt, options, magics, answer))
 
 
-async def ask_async(prompt: str, model: str | None = None, chat: str = "default", **settings: Any) -> Any:
+async def ask_async(prompt: str, model: str | None = None, chat: str = "default", *, schema: Any = None,
+                    format: str | None = None, **settings: Any) -> Any:
     """``ask`` for code already on an event loop: runs on that loop, shows nothing."""
-    return await _ask_quietly(prompt, _options(settings, model=model, chat=chat), _magics())
+    answer = _answer(schema, format)
+    return await _ask_quietly(prompt, _options(settings, model=model, chat=chat), _magics(), answer)
 
 
 def map(template: str, items: Any, model: str | None = None, concurrency: int | None = None, *,
-        yes: bool = False, show: bool | None = None, **settings: Any) -> Any:
+        schema: Any = None, format: str | None = None, yes: bool = False, show: bool | None = None,
+        **settings: Any) -> Any:
     """Ask once per element of ``items``, with ``{item}``, ``{index}`` and ``{column}`` in the
     template filled for each; the replies in input order (``None`` where one failed, its
     reason in ``.errors``; a Series with the same index for a Series or DataFrame, its
-    failures in ``.attrs["errors"]``). At most ``concurrency`` predictions run at once."""
+    failures in ``.attrs["errors"]``). At most ``concurrency`` predictions run at once.
+    ``schema`` or ``format="json"``: each reply is read as a JSON answer, as in ``ask``."""
+    answer = _answer(schema, format)
     options = _options(settings, model=model, concurrency=concurrency, yes=yes)
     magics = _magics()
-    batch = _prepare(magics, options, template, items, "items", {})
+    batch = _prepare(magics, options, template, items, "items", {}, answer=answer)
     view = BatchView(rich=magics.rich_output()) if _live(show) else None
     return _run_blocking(magics, batch, view)
 
 
 async def map_async(template: str, items: Any, model: str | None = None, concurrency: int | None = None, *,
-                    yes: bool = False, **settings: Any) -> Any:
+                    schema: Any = None, format: str | None = None, yes: bool = False, **settings: Any) -> Any:
     """``map`` for code already on an event loop: runs on that loop, shows nothing."""
+    answer = _answer(schema, format)
     options = _options(settings, model=model, concurrency=concurrency, yes=yes)
-    batch = _prepare(_magics(), options, template, items, "items", {})
+    batch = _prepare(_magics(), options, template, items, "items", {}, answer=answer)
     await batch.run.run()
     return batch.results()
 
@@ -119,7 +132,7 @@ def _value(outcome: ItemOutcome) -> Any:
 
 
 def _prepare(magics: ReplicateMagics, options: CellOptions, template: str, data: Any, name: str,
-             namespace: Mapping[str, Any], context: str = "") -> _Batch:
+             namespace: Mapping[str, Any], context: str = "", answer: AnswerFormat | None = None) -> _Batch:
     """Every item's request, checked, before anything is sent."""
     expand = magics.expand_variables and not options.no_expand
     scope = ChainMap({"In": magics.input_history(), "Err": magics.error_lookup()}, dict(namespace)) if namespace else {}
@@ -129,7 +142,7 @@ def _prepare(magics: ReplicateMagics, options: CellOptions, template: str, data:
     concurrency = options.concurrency or magics.concurrency
     base = magics.with_files(build_request("", dataclasses.replace(options, no_history=True),
                                            Configured.of(magics), notebook=magics.notebook_path()))
-    base = magics.with_answer(base, options)  # -f json, --schema: each item's answer read as JSON
+    base = magics.with_answer(base, options, answer)  # -f json, --schema: each item's answer read as JSON
     models = options.models if len(options.models) > 1 else (base.model,)
     bases = {model: dataclasses.replace(base, model=resolve_model(model)) for model in models}
     requests = [dataclasses.replace(bases[model], prompt=f"{item.prompt}\n\n{context}" if context else item.prompt)
@@ -171,12 +184,29 @@ def _run_blocking(magics: ReplicateMagics, batch: _Batch, view: BatchView | None
     return results
 
 
-async def _ask_quietly(prompt: str, options: CellOptions, magics: ReplicateMagics) -> Any:
-    request = magics.with_files(build_request(prompt, options, Configured.of(magics)))
+async def _ask_quietly(prompt: str, options: CellOptions, magics: ReplicateMagics,
+                       answer: AnswerFormat | None = None) -> Any:
+    request = magics.with_answer(magics.with_files(build_request(prompt, options, Configured.of(magics))),
+                                 options, answer)
     session = magics.chat_session()
     result = await session.ask(request, on_token=lambda _: None)
     await session.reported_metrics(result)  # the exchange is logged once Replicate's metrics are in
     return result.value
+
+
+def _answer(schema: Any, format: str | None) -> AnswerFormat | None:
+    """The JSON answer ``schema=`` or ``format="json"`` asks for; a bad one is a ValueError
+    naming it, raised before anything is sent."""
+    if format not in (None, "json"):
+        raise ValueError(f"format: {format!r} is not a format a call returns; format='json' (or schema=...) asks "
+                         "for a JSON answer, and the reply's text is returned otherwise")
+    if schema is None:
+        return None if format is None else AnswerFormat()
+    name = schema.__name__ if isinstance(schema, type) else "answer"
+    try:
+        return answer_format(schema, name)
+    except ValueError as error:
+        raise ValueError(f"schema: {error}; nothing was sent") from None
 
 
 def _options(settings: Mapping[str, Any], **given: Any) -> CellOptions:

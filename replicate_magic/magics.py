@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .chat import ChatSession
     from .request import TurnRequest
     from .store import LogStore
+    from .structured import AnswerFormat
 
 log = logging.getLogger(__name__)
 
@@ -252,12 +253,14 @@ class ReplicateMagics(Magics):
 
     # -- one turn -----------------------------------------------------------------------------
 
-    def ask_shown(self, prompt: str, options: CellOptions, expansion: Expansion | None = None) -> Any:
+    def ask_shown(self, prompt: str, options: CellOptions, expansion: Expansion | None = None,
+                  answer: AnswerFormat | None = None) -> Any:
         """One turn shown as a cell's is (``replicate_magic.ask``, ``%replicate fix``); what ``-o``
-        would get. ``expansion`` names what the line under the reply says was expanded."""
-        return self._ask(options, prompt, expansion or Expansion(prompt))
+        would get. ``expansion`` names what the line under the reply says was expanded;
+        ``answer`` is a JSON answer asked for from Python (``ask(schema=...)``)."""
+        return self._ask(options, prompt, expansion or Expansion(prompt), answer)
 
-    def _ask(self, options: CellOptions, prompt: str, expansion: Expansion) -> Any:
+    def _ask(self, options: CellOptions, prompt: str, expansion: Expansion, answer: AnswerFormat | None = None) -> Any:
         """Build the request, open the output area, run the turn, then publish its result."""
         from .cell_turn import run_turn, show_result_line
         from .display import LiveReply  # not at %load_ext: warm_up imports these meanwhile
@@ -265,8 +268,8 @@ class ReplicateMagics(Magics):
 
         request = build_request(prompt, options, Configured.of(self), cell_id=self._turn_key(),
                                 notebook=self.notebook_path())
-        request = self.with_answer(self.with_files(request), options)
-        fmt = options.format or self.output_format
+        request = self.with_answer(self.with_files(request), options, answer)
+        fmt = "json" if answer is not None else options.format or self.output_format  # as -f json shows it
         # -f code: the reply shows as Markdown, then its code goes into a new cell.
         reply = LiveReply("markdown" if fmt == "code" else fmt, rich=self._rich())
         reply.start(status=f"asking {request.model}…")
@@ -318,14 +321,17 @@ class ReplicateMagics(Magics):
 
         return replace(request, settings=load_files(request.settings, self.user_namespace() or None))
 
-    def with_answer(self, request: TurnRequest, options: CellOptions) -> TurnRequest:
+    def with_answer(self, request: TurnRequest, options: CellOptions,
+                    answer: AnswerFormat | None = None) -> TurnRequest:
         """The request with the JSON answer ``-f json`` or ``--schema NAME`` asks for, the schema
-        read from the variable now; one that cannot be right fails the cell here, before anything
-        is sent."""
-        if options.format != "json" and options.schema is None:
-            return request
+        read from the variable now (or ``answer``, given from Python); one that cannot be right
+        fails the cell here, before anything is sent."""
         from dataclasses import replace
 
+        if answer is not None:
+            return replace(request, settings=replace(request.settings, answer=answer))
+        if options.format != "json" and options.schema is None:
+            return request
         from .structured import AnswerFormat, answer_format
 
         answer = AnswerFormat()

@@ -8,6 +8,7 @@ final failure in one line, pydantic, --each), and one real kernel.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import jsonschema
@@ -459,6 +460,43 @@ def test_a_logged_json_answer_replays_as_the_object(ip, env_emu):
     ask(ip, "--schema person -o first --no-history --cache", "Tell me about Ada")
     ask(ip, "--schema person -o again --no-history --cache", "Tell me about Ada")
     assert len(creates(env_emu)) == 1 and ip.user_ns["again"] == ip.user_ns["first"]
+
+
+def test_ask_and_map_from_python_take_a_schema_and_return_objects(env_emu):
+    owner = replicate_magic.ask("Who owns the cat?", model=STRUCTURED, schema=Owner, no_history=True)
+    assert isinstance(owner, Owner) and all(isinstance(pet, Pet) for pet in owner.pets)
+    (sent,) = creates(env_emu)
+    assert sent["json_schema"]["format"] == {"type": "json_schema", "name": "Owner",
+                                             "schema": Owner.model_json_schema()}
+    people = replicate_magic.map("Tell me about {item}", ["Ada", "Grace [[emulator:bad-json]]"], schema=PERSON,
+                                 concurrency=2)
+    assert len(people) == 2 and people.errors == {}
+    for value in people:
+        jsonschema.validate(value, PERSON_SCHEMA)
+    assert len(creates(env_emu)) == 1 + 3  # Grace's first answer was invalid, and asked again
+    anything = replicate_magic.ask("Give me something", format="json", no_history=True)
+    assert isinstance(anything, dict) and set(anything) == {"answer", "confidence"}
+
+
+def test_ask_async_takes_a_schema_and_a_lasting_invalid_answer_is_one_error(env_emu):
+    env_emu.inject(Faults(invalid_json=2))
+    with pytest.raises(InvalidAnswerError, match="'name' is a required property"):
+        asyncio.run(replicate_magic.ask_async("Tell me about Ada", model=STRUCTURED, schema=PERSON,
+                                              no_history=True))
+    assert len(creates(env_emu)) == 2
+
+
+@pytest.mark.parametrize(("keywords", "reason"), [
+    ({"schema": 42}, "schema: a int; --schema takes a JSON Schema dict"),
+    ({"schema": "name strr"}, "schema: unknown type 'strr'"),
+    ({"format": "yaml"}, "format: 'yaml' is not a format a call returns"),
+])
+def test_a_bad_schema_or_format_from_python_is_a_value_error_and_sends_nothing(env_emu, keywords, reason):
+    with pytest.raises(ValueError, match=reason):
+        replicate_magic.ask("Hi", **keywords)
+    with pytest.raises(ValueError, match=reason):
+        replicate_magic.map("Hi {item}", [1], **keywords)
+    assert creates(env_emu) == []
 
 
 @pytest.mark.parametrize("setup, line, reason", [
