@@ -117,6 +117,7 @@ class _Batch:
     run: BatchRun
     what: str
     models: tuple[str, ...] = ()  # several: each item asked of each, a table of items by models
+    notes: tuple[str, ...] = ()  # for the summary: placeholders withheld
 
     def results(self) -> Any:
         outcomes = self.run.outcomes
@@ -150,7 +151,11 @@ def _prepare(magics: ReplicateMagics, options: CellOptions, template: str, data:
     keys = [(item.key, model) if len(models) > 1 else item.key for item in items for model in models]
     run = BatchRun(magics.chat_session(), requests, keys, concurrency=concurrency)
     what = base.model if len(models) == 1 else f"{len(models)} models"
-    return _Batch(data, run, what, models if len(models) > 1 else ())
+    withheld = dict.fromkeys(name for item in items for name in item.withheld)
+    kept = [sum(bool(item.withheld) for item in items)] if withheld else []
+    notes = tuple(f"not expanded in {n} of {len(items)} items, since the value holds the API token: "
+                  f"{', '.join(withheld)}" for n in kept)
+    return _Batch(data, run, what, models if len(models) > 1 else (), notes)
 
 
 def _run_blocking(magics: ReplicateMagics, batch: _Batch, view: BatchView | None, out: str | None = None) -> Any:
@@ -175,7 +180,7 @@ def _run_blocking(magics: ReplicateMagics, batch: _Batch, view: BatchView | None
     results = batch.results()
     if out:
         magics.user_namespace()[out] = results
-    summary = summary_line(run.progress, run.outcomes, interrupted)
+    summary = summary_line(run.progress, run.outcomes, interrupted, batch.notes)
     if view is not None:
         view.finish(summary)
     if interrupted:

@@ -47,8 +47,10 @@ def progress_line(progress: Progress) -> str:
     return " · ".join(parts)
 
 
-def summary_line(progress: Progress, outcomes: Sequence[ItemOutcome], interrupted: str = "") -> str:
-    """The line under a finished (or interrupted) batch: what it did, and each failure."""
+def summary_line(progress: Progress, outcomes: Sequence[ItemOutcome], interrupted: str = "",
+                 notes: Sequence[str] = ()) -> str:
+    """The line under a finished (or interrupted) batch: what it did, each failure, and
+    ``notes`` (a placeholder withheld, say)."""
     finished = progress.done + progress.failed
     head = [f"{progress.done} of {progress.total} answered"]
     if progress.replayed:
@@ -67,7 +69,8 @@ def summary_line(progress: Progress, outcomes: Sequence[ItemOutcome], interrupte
     if len(failures) > _FAILURES_SHOWN:
         named.append(f"and {len(failures) - _FAILURES_SHOWN} more (see .errors)")
     logged = "".join(f". The log: {problem}" for problem in progress.log_problems)
-    return " · ".join(head) + ("" if not named else ". Failed: " + "; ".join(named)) + logged
+    noted = "".join(f". Note: {note}" for note in notes)
+    return " · ".join(head) + ("" if not named else ". Failed: " + "; ".join(named)) + logged + noted
 
 
 class BatchView:

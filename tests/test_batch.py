@@ -179,6 +179,18 @@ def test_a_log_that_cannot_be_written_is_one_line_in_the_summary_and_the_replies
     assert err.count("not logged") == 1
 
 
+def test_a_placeholder_whose_value_holds_the_token_is_kept_as_typed_and_the_summary_says_so(ip, env_emu, capsys):
+    from .conftest import TOKEN
+
+    ip.user_ns["rows"] = [{"name": "tea", "note": "fine"}, {"name": "key", "note": f"it is {TOKEN}"}]
+    run(ip, "--each rows -o out", "Describe {name}: {note}")
+    assert sorted(prompts_sent(env_emu)) == ["Describe key: {note}", "Describe tea: fine"]
+    assert all(TOKEN not in r.json["input"]["prompt"] for r in creates(env_emu))
+    err = capsys.readouterr().err
+    assert "2 of 2 answered" in err and TOKEN not in err
+    assert "Note: not expanded in 1 of 2 items, since the value holds the API token: {note}" in err
+
+
 # -- bad input: one line, nothing sent --------------------------------------------------------------
 
 
