@@ -75,3 +75,9 @@ def env_emu(emu, monkeypatch):
     monkeypatch.setenv("REPLICATE_BASE_URL", emu.base_url)
     monkeypatch.setenv("REPLICATE_API_TOKEN", TOKEN)
     return emu
+
+
+# The kernel tests' fixtures (kernel, kernels, shared_kernel, kernel_name), for every module; a
+# module that drives kernels also imports the check after each test,
+# kernel_fixtures.token_never_shown_and_html_is_inert, which is autouse there.
+from .kernel_fixtures import kernel, kernel_name, kernels, shared_kernel  # noqa: E402, F401 - they need TOKEN

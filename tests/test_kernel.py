@@ -20,24 +20,15 @@ from replicate_magic.emulator import Faults
 from replicate_magic.render import markdown_html
 
 from .conftest import TOKEN
-from .html_allowlist import violations
-from .kernel_harness import KERNEL_NAMES, KernelSession, Request, html, html_outputs, kernel_env, plain
+from .kernel_fixtures import (
+    _sessions,
+    token_never_shown_and_html_is_inert,  # noqa: F401 - autouse: checks every message
+)
+from .kernel_harness import KernelSession, Request, html, kernel_env, plain
 
 MODEL = "meta/meta-llama-3-70b-instruct"  # the default model
 FRAME_RATE = 25  # display updates a second the package promises (README; display.FRAME_RATE)
 
-_sessions: list[KernelSession] = []  # every kernel this module started, for the token check
-
-
-@pytest.fixture(scope="module", params=KERNEL_NAMES)
-def kernel_name(request):
-    """Every test runs on each kernel; a kernelspec that is not installed fails, never skips."""
-    from jupyter_client.kernelspec import find_kernel_specs
-
-    if request.param not in find_kernel_specs():
-        pytest.fail(f"kernelspec {request.param!r} is not installed: run the tests with bin/test, "
-                    "or set REPLICATE_MAGIC_TEST_KERNELS to the kernels you have")
-    return request.param
 
 
 def _start(tmp_path_factory: pytest.TempPathFactory, kernel_name: str) -> KernelSession:
@@ -77,24 +68,6 @@ def _use(kernel: KernelSession, emu) -> KernelSession:
 @pytest.fixture
 def kernel(shared_kernel, emu):
     return _use(shared_kernel, emu)
-
-
-@pytest.fixture(autouse=True)
-def token_never_shown():
-    """No IOPub message of any kernel, in any test, carries the API token."""
-    yield
-    for session in _sessions:
-        assert TOKEN not in session.iopub_text()
-
-
-@pytest.fixture(autouse=True)
-def html_is_inert():
-    """Every text/html any kernel sent, in any test (replies, statuses, metrics, history),
-    holds only the elements and attributes of the allow-list."""
-    yield
-    for session in _sessions:
-        for fragment in html_outputs(session.iopub):
-            assert violations(fragment) == [], fragment[:500]
 
 
 # -- helpers ---------------------------------------------------------------------------------------

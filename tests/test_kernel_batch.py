@@ -11,20 +11,15 @@ import time
 
 from replicate_magic.emulator import Faults
 
+from .kernel_fixtures import token_never_shown_and_html_is_inert  # noqa: F401 - autouse: checks every message
 from .kernel_harness import html, plain
-from .test_kernel_log import (  # noqa: F401 - fixtures, found by pytest by name
-    kernel,
-    kernel_name,
-    shared_kernel,
-    token_never_shown_and_html_is_inert,
-)
 
 
 def _progress(cell) -> list[str]:
     return [plain(m) for m in cell.of_type("display_data", "update_display_data")]
 
 
-def test_progress_is_one_area_updated_a_few_times_a_second(kernel, emu):  # noqa: F811
+def test_progress_is_one_area_updated_a_few_times_a_second(kernel, emu):
     kernel.ok("items = [f'item {n}' for n in range(24)]")
     emu.inject(Faults(tokens_per_second=60))
     cell = kernel.ok("%%replicate --each items -o out --concurrency 6\nSay {item}")
@@ -40,7 +35,7 @@ def test_progress_is_one_area_updated_a_few_times_a_second(kernel, emu):  # noqa
     assert all("rm-status" in html(m) for m in shown)
 
 
-def test_an_interrupt_cancels_exactly_the_items_in_flight_and_keeps_the_finished(kernel, emu):  # noqa: F811
+def test_an_interrupt_cancels_exactly_the_items_in_flight_and_keeps_the_finished(kernel, emu):
     # The first item is answered at once; the others take 30 s each (a marker the emulator reads).
     kernel.ok("items = ['fast'] + [f'slow {n} [[emulator:slow=30]]' for n in range(9)]")
     cell = kernel.send("%%replicate --each items -o out --concurrency 3\nSay {item}")
@@ -65,7 +60,7 @@ def test_an_interrupt_cancels_exactly_the_items_in_flight_and_keeps_the_finished
     assert sorted(status for _, status in logged) == ["interrupted"] * 3 + ["succeeded"], logged
 
 
-def test_ask_and_map_show_live_in_a_notebook_and_return_the_replies(kernel, emu):  # noqa: F811
+def test_ask_and_map_show_live_in_a_notebook_and_return_the_replies(kernel, emu):
     cell = kernel.ok("import replicate_magic\nreply = replicate_magic.ask('Hello from Python', no_history=True)")
     (prediction,) = [p for p in emu.predictions.values() if p.input.get("prompt") == "Hello from Python"]
     assert kernel.eval("reply") == "".join(prediction.output)

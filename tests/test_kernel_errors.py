@@ -16,15 +16,14 @@ import pytest
 from replicate_magic.emulator import Faults
 
 from . import test_kernel
+from .kernel_fixtures import token_never_shown_and_html_is_inert  # noqa: F401 - autouse: checks every message
 from .kernel_harness import KernelSession, Request, plain
 from .test_kernel import _history, _last_text, _one_line_error, _output, _use
 
 # The fixtures of test_kernel (pytest finds them by name): one shared kernel per kernelspec,
-# pointed at each test's emulator; a fresh kernel where a test needs one; the token and
+# pointed at each test's emulator, and a fresh kernel where a test needs one; and the token and
 # HTML checks after each test.
-kernel_name, shared_kernel, kernel, fresh_kernel = (
-    test_kernel.kernel_name, test_kernel.shared_kernel, test_kernel.kernel, test_kernel.fresh_kernel)
-token_never_shown, html_is_inert = test_kernel.token_never_shown, test_kernel.html_is_inert
+shared_kernel, kernel, fresh_kernel = test_kernel.shared_kernel, test_kernel.kernel, test_kernel.fresh_kernel
 
 
 def _creates(emu) -> list:

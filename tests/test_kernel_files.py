@@ -17,13 +17,8 @@ import pytest
 
 from replicate_magic.emulator import Faults
 
+from .kernel_fixtures import token_never_shown_and_html_is_inert  # noqa: F401 - autouse: checks every message
 from .kernel_harness import html
-from .test_kernel_log import (  # noqa: F401 - fixtures, found by pytest by name
-    kernel,
-    kernel_name,
-    shared_kernel,
-    token_never_shown_and_html_is_inert,
-)
 
 FLUX = "black-forest-labs/flux-schnell"
 SDXL = "stability-ai/sdxl"
@@ -37,7 +32,7 @@ def _final_html(cell) -> str:
 
 
 @pytest.mark.parametrize("fmt", ["png", "webp"])
-def test_images_are_embedded_as_served_and_survive_the_file_host(kernel, emu, fmt):  # noqa: F811 - the fixture
+def test_images_are_embedded_as_served_and_survive_the_file_host(kernel, emu, fmt):
     cell = kernel.ok(f"%%replicate -m {FLUX} -i num_outputs=2 -i output_format={fmt}\na red fox")
     prediction = next(iter(emu.predictions.values()))
     served = [emu.files.get(urlsplit(url).path).data for url in prediction.output]
@@ -54,7 +49,7 @@ def test_images_are_embedded_as_served_and_survive_the_file_host(kernel, emu, fm
     assert [base64.b64decode(d) for _, d in _DATA_URI.findall(kept)] == served
 
 
-def test_a_model_that_does_not_stream_shows_progress_and_an_interrupt_cancels_it(kernel, emu):  # noqa: F811
+def test_a_model_that_does_not_stream_shows_progress_and_an_interrupt_cancels_it(kernel, emu):
     emu.inject(Faults(tokens_per_second=4))  # 50 steps at 4 a second: about 12 s
     cell = kernel.send(f"%%replicate -m {SDXL}\na slow cat")
     deadline = time.monotonic() + 10

@@ -34,13 +34,8 @@ from replicate_magic.structured import (
     retry_messages,
 )
 
+from .kernel_fixtures import token_never_shown_and_html_is_inert  # noqa: F401 - autouse: checks every message
 from .kernel_harness import plain
-from .test_kernel_log import (  # noqa: F401 - fixtures, found by pytest by name
-    kernel,
-    kernel_name,
-    shared_kernel,
-    token_never_shown_and_html_is_inert,
-)
 
 STRUCTURED = "openai/gpt-5-structured"  # declares json_schema (the emulator mirrors the real one)
 LLAMA = "meta/meta-llama-3-70b-instruct"  # declares no structured-output input
@@ -534,7 +529,7 @@ def test_the_help_names_json_and_schema(ip):
 # -- a real kernel ---------------------------------------------------------------------------------
 
 
-def test_json_answers_in_a_real_kernel(kernel, emu):  # noqa: F811
+def test_json_answers_in_a_real_kernel(kernel, emu):
     kernel.ok("person = 'name str, age int, tags list[str]'")
     cell = kernel.ok("%%replicate --schema person -o p --no-history\nTell me about Ada [[emulator:bad-json]]")
     assert kernel.eval("sorted(p)") == ["age", "name", "tags"]

@@ -18,7 +18,7 @@ from replicate_magic.options import line_over, parse_cell_options
 from replicate_magic.store import SCHEMA_VERSION, LogStore, StoreError
 
 from .conftest import TOKEN
-from .kernel_harness import KERNEL_NAMES, KernelSession, kernel_env, plain
+from .kernel_harness import KernelSession, kernel_env, plain
 
 # -- the store --------------------------------------------------------------------------------------
 
@@ -305,16 +305,6 @@ def test_templates_survive_a_new_store_connection(ip, env_emu, own_log):
 
 
 # -- a real kernel, restarted ----------------------------------------------------------------------------
-
-
-@pytest.fixture(params=KERNEL_NAMES)
-def kernel_name(request):
-    from jupyter_client.kernelspec import find_kernel_specs
-
-    if request.param not in find_kernel_specs():
-        pytest.fail(f"kernelspec {request.param!r} is not installed: run the tests with bin/test, "
-                    "or set REPLICATE_MAGIC_TEST_KERNELS to the kernels you have")
-    return request.param
 
 
 def test_a_template_survives_a_kernel_restart(tmp_path_factory, kernel_name, emu, own_log):
