@@ -30,7 +30,6 @@ MODEL = "meta/meta-llama-3-70b-instruct"  # the default model
 FRAME_RATE = 25  # display updates a second the package promises (README; display.FRAME_RATE)
 
 
-
 def _start(tmp_path_factory: pytest.TempPathFactory, kernel_name: str) -> KernelSession:
     ipython_dir = tmp_path_factory.mktemp("ipython")
     session = KernelSession(kernel_env(ipython_dir, REPLICATE_API_TOKEN=TOKEN), cwd=str(ipython_dir),
