@@ -21,7 +21,7 @@ PURE = {"structured", "sse", "prompts", "inputs", "errors", "conversation", "opt
         "schemas", "pricing", "outputs", "attachments", "each", "context", "templates",
         "errors_context", "reply_code", "option_rules"}
 # The network and the private loop; no IPython.
-IO = {"compare", "sessions", "client", "streaming", "provider", "chat", "loop", "cancels", "bodies", "journal", "store", "files", "limiter", "batch", "model_lookup", "store_layout",
+IO = {"compare", "sessions", "client", "streaming", "provider", "chat", "loop", "cancels", "bodies", "journal", "store", "files", "limiter", "batch", "model_lookup", "store_layout", "store_rows",
       "uploads"}
 # IPython and widgets on top.
 GLUE = {"compare_view", "magics", "subcommands", "display", "panel_model", "panel", "__main__", "demo", "__init__", "traits", "warm_up", "batch_view", "api", "cell_turn",

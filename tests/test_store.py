@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from replicate_magic import store as store_module
-from replicate_magic import store_layout
+from replicate_magic import store_layout, store_rows
 from replicate_magic.errors import ReplicateMagicError
 from replicate_magic.store import SCHEMA_VERSION, Exchange, LogStore, StoreError
 
@@ -664,7 +664,7 @@ def test_the_index_finds_what_the_scan_finds(store, monkeypatch):
     # "aße" scans: its case folds to "asse", which the index, folding a letter at a time, would miss
     assert [text for text, (_, indexed) in through_index.items() if not indexed] == ["aße"]
     assert "Straße #3" in through_index["aße"][0]
-    monkeypatch.setattr(store_module, "_TRIGRAMS", 10**6)  # every search scans
+    monkeypatch.setattr(store_rows, "_TRIGRAMS", 10**6)  # every search scans
     for text in searches:
         assert through_index[text][0] == searched(store, text)[0], text
 
