@@ -104,6 +104,9 @@ class Settings:
     answer: AnswerFormat | None = None
     """A JSON answer asked for (``-f json``, ``--schema``): its schema goes into the model's
     structured-output input (``structured_input``), else into the prompt as instructions."""
+    unsaid: frozenset[str] = frozenset()
+    """Settings sent where the model takes them and left out without a note where it does not:
+    the panel's sliders, which always hold a value (an image model takes no temperature)."""
 
 
 def stop_sequences(stop: Any) -> tuple[str, ...]:
@@ -176,7 +179,7 @@ def build_input(
         result[carried[0]] = carried[1]
     result.update(settings.extra)
     result, not_declared = as_references(result, properties)
-    return result, ignored + not_declared
+    return result, [name for name in ignored if name not in settings.unsaid] + not_declared
 
 
 def structured_input(properties: Mapping[str, Any] | None, answer: AnswerFormat | None) -> tuple[str, Any] | None:

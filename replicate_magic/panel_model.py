@@ -339,9 +339,11 @@ class PanelModel(HasTraits):
                                 default_inputs=self.default_inputs, timeout=self.timeout,
                                 connect_timeout=self.connect_timeout)
         request = build_request(prompt, asked, configured)
-        if not self.attachments:
-            return request
-        return replace(request, settings=replace(request.settings, images=tuple(self.attachments)))
+        # The sliders always hold a value: a model that takes none of them (an image model)
+        # is asked without them, and the line under its reply does not list them.
+        settings = replace(request.settings, unsaid=frozenset({"temperature", "max_tokens"}),
+                           images=tuple(self.attachments) or request.settings.images)
+        return replace(request, settings=settings)
 
     def _reset_conversation(self) -> None:
         problems = self.session.reset(self.chat)

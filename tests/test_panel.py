@@ -474,6 +474,9 @@ def test_a_model_that_makes_files_shows_them_in_the_panel_not_in_the_history(mak
     assert "a red fox" in visible(shown) and "out-0.webp" in visible(shown)
     assert violations(shown) == []
     assert "1 file" in panel.model.status and not panel.model.error
+    # The sliders hold values this model takes none of: not sent, and not listed as not taken.
+    assert not {"temperature", "max_tokens"} & set(prediction.input)
+    assert "not taken" not in panel.model.status, panel.model.status
     assert replicate_magic.history() == []  # not a chat turn
     assert panel._live.value == ""
 
