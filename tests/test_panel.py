@@ -19,7 +19,9 @@ import replicate_magic
 from replicate_magic.catalog import DEFAULT_MODEL, KNOWN_MODELS
 from replicate_magic.conversation import kernel_store
 from replicate_magic.emulator import Faults
+from replicate_magic.loop import shared_loop
 from replicate_magic.panel import _CSS, ChatPanel
+from replicate_magic.sessions import close_session
 
 from .conftest import TOKEN
 from .html_allowlist import violations
@@ -204,6 +206,11 @@ def test_a_stop_whose_cancel_fails_says_what_may_still_run(make_panel, env_emu):
     (prediction_id,) = list(env_emu.predictions)
     assert panel.model.status == (f"Stopped: could not cancel {prediction_id}: it may still be running, see "
                                   f"https://replicate.com/p/{prediction_id}; this turn is not in the history.")
+    # It is still known as running: when the loop's HTTP session closes (as at the kernel's
+    # exit), it is cancelled again, and now the API answers.
+    assert env_emu.predictions[prediction_id].status == "processing"
+    shared_loop().run(close_session())
+    assert env_emu.predictions[prediction_id].status == "canceled"
 
 
 def test_stop_during_cold_start_cancels_too(make_panel, env_emu):
