@@ -28,7 +28,8 @@ from replicate_magic.render import Column, columns_html, markdown_html
 
 from .conftest import TOKEN
 from .html_allowlist import violations
-from .kernel_harness import KERNEL_NAMES, KernelSession, Request, html, html_outputs, kernel_env, plain
+from .kernel_fixtures import token_never_shown_and_html_is_inert  # noqa: F401 - autouse: checks every message
+from .kernel_harness import Request, html, plain
 
 LLAMA = "meta/meta-llama-3-70b-instruct"
 GPT = "openai/gpt-4o-mini"
@@ -334,25 +335,7 @@ def test_the_panel_refuses_a_model_named_twice_and_fails_one_column_alone(make_p
 
 # -- real kernels --------------------------------------------------------------------------------
 
-_sessions: list[KernelSession] = []
-
-
-@pytest.fixture(scope="module", params=KERNEL_NAMES)
-def kernel(request, tmp_path_factory) -> Iterator[KernelSession]:
-    from jupyter_client.kernelspec import find_kernel_specs
-
-    if request.param not in find_kernel_specs():
-        pytest.fail(f"kernelspec {request.param!r} is not installed: run the tests with bin/test")
-    ipython_dir = tmp_path_factory.mktemp("ipython")
-    session = KernelSession(kernel_env(ipython_dir, REPLICATE_API_TOKEN=TOKEN), cwd=str(ipython_dir),
-                            kernel_name=request.param)
-    _sessions.append(session)
-    session.start()
-    try:
-        session.ok("%load_ext replicate_magic")
-        yield session
-    finally:
-        session.close()
+# The kernel: conftest's (one per module and kernelspec, pointed at each test's own log).
 
 
 @pytest.fixture
@@ -370,15 +353,6 @@ def served(kernel) -> Iterator[Callable[[float], Emulator]]:
     yield serve
     for emulator in started:
         emulator.close()
-
-
-@pytest.fixture(autouse=True)
-def kernels_show_no_token_and_only_inert_html():
-    yield
-    for session in _sessions:
-        assert TOKEN not in session.iopub_text()
-        for fragment in html_outputs(session.iopub):
-            assert violations(fragment) == [], fragment[:500]
 
 
 def _area(cell: Request) -> list:
