@@ -281,6 +281,8 @@ def render_comparison(comparison: Comparison, streams: list[StreamingMarkdown] |
 
 
 def _column_body(column: ColumnDraft, stream: StreamingMarkdown | None) -> str:
+    if column.files is not None:
+        return files_html(column.files) if column.files else plain_html("the model made no files")
     if not column.reply:
         waiting = column.status or ("" if column.done else "…")
         return plain_html(waiting) if waiting else ""

@@ -69,6 +69,7 @@ class ColumnDraft:
     note: str = ""  # under the reply: its metrics line, its error, or how it was stopped
     failed: bool = False  # the note is an error
     done: bool = False  # the reply is complete
+    files: tuple[FileOutput, ...] | None = None  # a model that makes files: what it made, in order
 
 
 @dataclass(frozen=True)
@@ -394,7 +395,9 @@ class _ColumnsFeed:
             self._throttle.changed()
 
     def replied(self, index: int, outcome: ModelOutcome) -> None:
-        self._columns[index] = replace(self._columns[index], done=True, status="")
+        made = outcome.result.files if outcome.result is not None else None
+        self._columns[index] = replace(self._columns[index], done=True, status="",
+                                       files=None if made is None else tuple(made))
         self._throttle.changed()
 
     def ended(self, index: int, outcome: ModelOutcome) -> None:

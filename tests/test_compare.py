@@ -28,6 +28,7 @@ from replicate_magic.render import Column, columns_html, markdown_html
 
 from .conftest import TOKEN
 from .html_allowlist import violations
+from .html_text import visible
 from .kernel_fixtures import token_never_shown_and_html_is_inert  # noqa: F401 - autouse: checks every message
 from .kernel_harness import Request, html, plain
 
@@ -331,6 +332,25 @@ def test_the_panel_refuses_a_model_named_twice_and_fails_one_column_alone(make_p
     assert ok.reply == output_of(env_emu, LLAMA) and not ok.failed
     assert failed.failed and failed.note.startswith("ResponseError: Replicate has no model nobody/nothing")
     assert panel.model.status.startswith("1 of 2 models replied")
+
+
+def test_a_model_that_makes_files_shows_its_images_in_its_panel_column(make_panel, env_emu):
+    import base64
+    from urllib.parse import urlsplit
+
+    panel = make_panel(model_name=LLAMA, compare_with="black-forest-labs/flux-schnell")
+    send(panel, "A red fox in the snow")
+    wait(panel)
+    shown = panel._live.value
+    (made,) = [p for p in env_emu.predictions.values() if p.model == "black-forest-labs/flux-schnell"]
+    (url,) = made.output
+    served = env_emu.files.get(urlsplit(url).path).data
+    assert f'<img src="data:image/webp;base64,{base64.b64encode(served).decode()}"' in shown
+    assert url not in visible(shown)  # the image, not its address as text
+    assert markdown_html(output_of(env_emu, LLAMA)) in shown
+    assert violations(shown) == []
+    assert panel.model.status.startswith("2 of 2 models replied") and not panel.model.error
+    assert replicate_magic.history() == []
 
 
 # -- real kernels --------------------------------------------------------------------------------

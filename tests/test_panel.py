@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator
-from html.parser import HTMLParser
 
 import pytest
 from IPython.core.error import UsageError
@@ -25,6 +24,7 @@ from replicate_magic.sessions import close_session
 
 from .conftest import TOKEN
 from .html_allowlist import violations
+from .html_text import visible
 
 PANEL_CSS = _CSS.removeprefix("<style>").removesuffix("</style>")  # the panel's own style sheet
 
@@ -79,25 +79,6 @@ def conversation_text(panel: ChatPanel) -> str:
 
 def squash(text: str) -> str:
     return " ".join(text.split())
-
-
-def visible(markup: str) -> str:
-    parser = _TextOnly()
-    parser.feed(markup)
-    return "".join(parser.text)
-
-
-class _TextOnly(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.text: list[str] = []
-
-    def handle_data(self, data: str) -> None:
-        self.text.append(data)
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        if tag in ("p", "div", "br", "li", "pre"):
-            self.text.append("\n")
 
 
 def type_and_send(panel: ChatPanel, text: str) -> None:
