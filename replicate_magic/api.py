@@ -25,6 +25,7 @@ from .environment import find_token
 from .errors import InvalidRequestError, ReplyInterrupted
 from .loop import shared_loop
 from .options import CellOptions, options_of
+from .prompt_template import withheld_note
 from .request import Configured, build_request
 from .structured import AnswerFormat, answer_format
 
@@ -152,9 +153,8 @@ def _prepare(magics: ReplicateMagics, options: CellOptions, template: str, data:
     run = BatchRun(magics.chat_session(), requests, keys, concurrency=concurrency)
     what = base.model if len(models) == 1 else f"{len(models)} models"
     withheld = dict.fromkeys(name for item in items for name in item.withheld)
-    kept = [sum(bool(item.withheld) for item in items)] if withheld else []
-    notes = tuple(f"not expanded in {n} of {len(items)} items, since the value holds the API token: "
-                  f"{', '.join(withheld)}" for n in kept)
+    kept = sum(bool(item.withheld) for item in items)
+    notes = (withheld_note(list(withheld), f" in {kept} of {len(items)} items"),) if withheld else ()
     return _Batch(data, run, what, models if len(models) > 1 else (), notes)
 
 

@@ -81,11 +81,7 @@ def show_result_line(result: TurnResult, metrics: Metrics | None, expansion: Exp
                      reply: LiveReply, said: list[str] | None = None) -> None:
 
     notes = result_notes(result, metrics) if metrics is not None else list(result.adjusted)
-    if expansion.names:  # so the user sees what was sent
-        notes.append(f"expanded: {', '.join(expansion.names)}")
-    if expansion.withheld:
-        notes.append(f"not expanded, since the value holds the API token: {', '.join(expansion.withheld)}")
-    notes += expansion.notes  # described or cut to the context budget, --context, a template
+    notes += expansion.lines()  # expanded, withheld, described or cut, --context, a template
     notes += said or []  # -f code: where the code went
     if notes:
         show_line(" · ".join(notes), reply.fmt, rich=reply.rich)

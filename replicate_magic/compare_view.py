@@ -218,7 +218,7 @@ def compare(magics: ReplicateMagics, options: CellOptions, prompt: str, expansio
     session = magics.chat_session()
     run = SideBySide(session, requests, options.models, metrics=magics.show_metrics)
     view = CompareView(options.models, options.format or magics.output_format, rich=magics.rich_output())
-    view.start(" · ".join([history_note(session, requests[0]), *_expansion_notes(expansion)]))
+    view.start(" · ".join([history_note(session, requests[0]), *expansion.lines()]))
     try:
         shared_loop().run(run.run(view))
     except KeyboardInterrupt:
@@ -277,10 +277,3 @@ def _fail_if_all_failed(run: SideBySide) -> None:
     raise UnexpectedError(summary)
 
 
-def _expansion_notes(expansion: Expansion) -> list[str]:
-    notes = []
-    if expansion.names:  # so the user sees what was sent
-        notes.append(f"expanded: {', '.join(expansion.names)}")
-    if expansion.withheld:
-        notes.append(f"not expanded, since the value holds the API token: {', '.join(expansion.withheld)}")
-    return notes + list(expansion.notes)  # described or cut to the context budget, --context, a template

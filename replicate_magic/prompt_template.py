@@ -34,7 +34,7 @@ copy, and a placeholder there stays as typed. The candidates whose markers appea
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
@@ -73,6 +73,17 @@ class Expansion:
     withheld: tuple[str, ...] = ()
     # Said on the line under the reply by the caller: values described or cut (context.py), --context.
     notes: tuple[str, ...] = ()
+
+    def lines(self) -> list[str]:
+        """What the line under the reply says of it: what was expanded (so the user sees what
+        was sent), what was withheld, and the notes."""
+        said = [f"expanded: {', '.join(self.names)}"] if self.names else []
+        return said + ([withheld_note(self.withheld)] if self.withheld else []) + list(self.notes)
+
+
+def withheld_note(withheld: Sequence[str], where: str = "") -> str:
+    """The one way to say that placeholders were kept as typed; ``where``: " in 1 of 2 items"."""
+    return f"not expanded{where}, since the value holds the API token: {', '.join(withheld)}"
 
 
 def expand(text: str, namespace: Mapping[str, Any], *, token: str | None = None,
