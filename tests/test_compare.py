@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from IPython.core.error import UsageError
-from ipywidgets import Button
 
 import replicate_magic
 from replicate_magic.compare_view import CompareView
@@ -28,9 +27,9 @@ from replicate_magic.render import Column, columns_html, markdown_html
 
 from .conftest import TOKEN
 from .html_allowlist import violations
-from .html_text import visible
 from .kernel_fixtures import token_never_shown_and_html_is_inert  # noqa: F401 - autouse: checks every message
 from .kernel_harness import Request, html, plain
+from .panel_harness import buttons, type_and_send, visible, wait, wait_until
 
 LLAMA = "meta/meta-llama-3-70b-instruct"
 GPT = "openai/gpt-4o-mini"
@@ -245,38 +244,12 @@ def make_panel(env_emu) -> Iterator[Callable[..., ChatPanel]]:
     yield make
     for panel in panels:
         panel.close()
-        wait(panel)
+        wait(panel, 15)
     kernel_store.clear()
 
 
-def wait(panel: ChatPanel, timeout: float = 15) -> None:
-    asyncio.run(asyncio.wait_for(panel.model.wait(), timeout))
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
-
-
-def send(panel: ChatPanel, text: str) -> None:
-    panel._prompt.value = text
-    (button,) = [w for w in _walk(panel) if isinstance(w, Button) and w.description == "Send"]
-    button.click()
-
-
-def _walk(widget) -> list:
-    found = []
-    for child in getattr(widget, "children", ()):
-        found += [child, *_walk(child)]
-    return found
-
-
 def _stop(panel: ChatPanel) -> None:
-    (button,) = [w for w in _walk(panel) if isinstance(w, Button) and w.description == "Stop"]
-    button.click()
+    buttons(panel)["Stop"].click()
 
 
 def test_the_panel_streams_its_models_into_columns_and_records_nothing(make_panel, env_emu, monkeypatch):
@@ -284,15 +257,15 @@ def test_the_panel_streams_its_models_into_columns_and_records_nothing(make_pane
         monkeypatch.setenv("REPLICATE_BASE_URL", emu.base_url)
         panel = make_panel(model_name=LLAMA)
         panel._compare.value = f" {GPT} ,"
-        send(panel, "Compare rivers")
+        type_and_send(panel, "Compare rivers")
 
         def both_streaming() -> bool:
             columns = panel.model.comparison.columns
             return all(c.reply and not c.done for c in columns)
 
-        wait_until(both_streaming)  # seen together mid-stream, not one after the other
+        wait_until(both_streaming, 10)  # seen together mid-stream, not one after the other
         assert panel._live.value.count('class="rm-column"') == 2
-        wait(panel)
+        wait(panel, 15)
         columns = panel.model.comparison.columns
         assert [c.model for c in columns] == [LLAMA, GPT]
         for column in columns:
@@ -309,11 +282,11 @@ def test_the_panels_stop_cancels_every_model(make_panel, env_emu, monkeypatch):
     with Emulator(token=TOKEN, tokens_per_second=10) as emu:
         monkeypatch.setenv("REPLICATE_BASE_URL", emu.base_url)
         panel = make_panel(model_name=LLAMA, compare_with=GPT)
-        send(panel, "Long stories")
-        wait_until(lambda: all(c.reply for c in panel.model.comparison.columns))
+        type_and_send(panel, "Long stories")
+        wait_until(lambda: all(c.reply for c in panel.model.comparison.columns), 10)
         _stop(panel)
         assert {emu.wait_for_cancel(5), emu.wait_for_cancel(5)} == set(emu.predictions)
-        wait(panel)
+        wait(panel, 15)
         assert panel.model.status == f"Stopped: {LLAMA}: cancelled; {GPT}: cancelled; no reply was recorded."
         assert all(p.status == "canceled" for p in emu.predictions.values())
         assert [c.note for c in panel.model.comparison.columns] == ["stopped: cancelled"] * 2
@@ -326,8 +299,8 @@ def test_the_panel_refuses_a_model_named_twice_and_fails_one_column_alone(make_p
     assert panel.model.status.startswith(f"Compare with: {LLAMA} is given twice") and not panel.model.busy
     assert list(env_emu.requests) == []
     panel.model.compare_with = "nobody/nothing"
-    send(panel, "Hi")
-    wait(panel)
+    type_and_send(panel, "Hi")
+    wait(panel, 15)
     ok, failed = panel.model.comparison.columns
     assert ok.reply == output_of(env_emu, LLAMA) and not ok.failed
     assert failed.failed and failed.note.startswith("ResponseError: Replicate has no model nobody/nothing")
@@ -339,8 +312,8 @@ def test_a_model_that_makes_files_shows_its_images_in_its_panel_column(make_pane
     from urllib.parse import urlsplit
 
     panel = make_panel(model_name=LLAMA, compare_with="black-forest-labs/flux-schnell")
-    send(panel, "A red fox in the snow")
-    wait(panel)
+    type_and_send(panel, "A red fox in the snow")
+    wait(panel, 15)
     shown = panel._live.value
     (made,) = [p for p in env_emu.predictions.values() if p.model == "black-forest-labs/flux-schnell"]
     (url,) = made.output

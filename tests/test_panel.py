@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
-from ipywidgets import Button, Combobox
+from ipywidgets import Combobox
 from traitlets import TraitError
 
 import replicate_magic
@@ -24,7 +24,7 @@ from replicate_magic.sessions import close_session
 
 from .conftest import TOKEN
 from .html_allowlist import violations
-from .html_text import visible
+from .panel_harness import buttons, type_and_send, visible, wait, wait_until, walk
 
 PANEL_CSS = _CSS.removeprefix("<style>").removesuffix("</style>")  # the panel's own style sheet
 
@@ -60,17 +60,6 @@ def ip(env_emu):
 # -- what a user sees ------------------------------------------------------------------------------
 
 
-def buttons(panel: ChatPanel) -> dict[str, Button]:
-    return {w.description: w for w in walk(panel) if isinstance(w, Button)}
-
-
-def walk(widget) -> list:
-    found = []
-    for child in getattr(widget, "children", ()):
-        found += [child, *walk(child)]
-    return found
-
-
 def conversation_text(panel: ChatPanel) -> str:
     """The conversation as a reader sees it (the text of its HTML, history then live),
     with runs of white space as one space, as a browser shows them."""
@@ -79,24 +68,6 @@ def conversation_text(panel: ChatPanel) -> str:
 
 def squash(text: str) -> str:
     return " ".join(text.split())
-
-
-def type_and_send(panel: ChatPanel, text: str) -> None:
-    panel._prompt.value = text
-    buttons(panel)["Send"].click()
-
-
-def wait(panel: ChatPanel, timeout: float = 10) -> None:
-    """Until the turn is over, the way a notebook waits: ``await panel.model.wait()``."""
-    asyncio.run(asyncio.wait_for(panel.model.wait(), timeout))
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 def last_input(emu) -> dict:
